@@ -1,0 +1,421 @@
+"""Parameter sweeps: expand a grid of simulation runs, execute them in parallel, keep one result table.
+
+A `SweepSpec` lists values per axis (traces, Poisson rates, time scales, policies, calibrations,
+replica counts, seeds); `expand_grid` takes the cartesian product into `RunSpec`s, each with a
+stable `run_id` (a hash of its configuration). `run_tasks` executes tasks on local processes
+(`ProcessPoolExecutor`, spawn context), in-process (`workers=0`), or on a Dask distributed
+cluster, and records each finished run:
+
+* `DIR/runs.jsonl`: an append-only journal, one JSON line per finished run (the resume source),
+* `DIR/results.parquet` and `DIR/results.csv`: the table, rewritten atomically as runs finish.
+
+Re-running the same sweep into the same directory skips runs whose `run_id` finished with
+status `ok`; failed runs are retried. A run that raises is recorded with status `error` and a
+one-line message; it does not stop the others.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import time
+import traceback
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field, fields
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
+
+import pandas as pd
+
+from simulator.config import ConfigError, SimConfig
+
+JOURNAL = "runs.jsonl"
+SYNTHETIC = "synthetic"  # trace name: synthetic lengths (no trace file) at the given Poisson rate
+STATUS_OK = "ok"
+STATUS_ERROR = "error"
+TABLE_REWRITE_INTERVAL_S = 1.0
+
+
+class Task(Protocol):
+    """Anything `run_tasks` can execute: a stable id and flat config columns."""
+
+    @property
+    def run_id(self) -> str: ...
+
+    def columns(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One simulation run: a trace (optionally re-timed as Poisson at `rate`), a policy, a config."""
+
+    trace: str  # bundled name, path to a trace file, or "synthetic"
+    policy: str = "none"
+    rate: float | None = None  # Poisson request rate (req/s) on the trace's lengths; None = trace timing
+    time_scale: float = 1.0  # >1 compresses the trace's inter-arrival times (more load)
+    calibration: str = "llama3-8b-eagle-h100"
+    replicas: int = 1
+    seed: int = 0
+    max_requests: int | None = None
+    duration_s: float | None = None
+    engine: tuple[tuple[str, Any], ...] = ()  # extra SimConfig fields, sorted (name, value) pairs
+
+    @property
+    def run_id(self) -> str:
+        return stable_hash(asdict(self))
+
+    def columns(self) -> dict[str, Any]:
+        cols = {k: v for k, v in asdict(self).items() if k != "engine"}
+        for name, value in self.engine:
+            cols[name] = json.dumps(value) if isinstance(value, (dict, list, tuple)) else value
+        return cols
+
+    def sim_config(self, record_steps: bool = False) -> SimConfig:
+        return make_sim_config(self.calibration, self.replicas, dict(self.engine), record_steps)
+
+
+@dataclass
+class SweepSpec:
+    """Values per axis; the sweep is their cartesian product."""
+
+    traces: list[str] = field(default_factory=lambda: ["sharegpt"])
+    policies: list[str] = field(default_factory=lambda: ["none"])
+    rates: list[float | None] = field(default_factory=lambda: [None])
+    time_scales: list[float] = field(default_factory=lambda: [1.0])
+    calibrations: list[str] = field(default_factory=lambda: ["llama3-8b-eagle-h100"])
+    replicas: list[int] = field(default_factory=lambda: [1])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    max_requests: int | None = None
+    duration_s: float | None = None
+    engine: dict[str, Any] = field(default_factory=dict)  # SimConfig overrides shared by all runs
+
+    def validate(self) -> "SweepSpec":
+        axes = ("traces", "policies", "rates", "time_scales", "calibrations", "replicas", "seeds")
+        for axis in axes:
+            if not getattr(self, axis):
+                raise ConfigError(f"--{axis.replace('_', '-')}: needs at least one value")
+        if any(r is not None and r <= 0 for r in self.rates):
+            raise ConfigError("--rates: rates must be > 0")
+        if any(s <= 0 for s in self.time_scales):
+            raise ConfigError("--time-scales: scales must be > 0")
+        if self.max_requests is not None and self.max_requests < 1:
+            raise ConfigError("--max-requests: must be >= 1")
+        if SYNTHETIC in self.traces and None in self.rates:
+            raise ConfigError("--trace synthetic needs --rates")
+        for calibration, replicas in itertools.product(self.calibrations, self.replicas):
+            make_sim_config(calibration, replicas, self.engine)
+        return self
+
+
+def stable_hash(obj: Any) -> str:
+    """A short hash of a JSON-able object that does not depend on dict order or the process."""
+    text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def make_sim_config(calibration: str, replicas: int, engine: dict[str, Any],
+                    record_steps: bool = False) -> SimConfig:
+    """Build and validate a SimConfig; unknown engine keys raise ConfigError."""
+    known = {f.name for f in fields(SimConfig)}
+    unknown = sorted(set(engine) - known)
+    if unknown:
+        raise ConfigError(f"[engine]: unknown SimConfig option(s) {', '.join(unknown)}")
+    opts = dict(engine)
+    if "position_rates" in opts:
+        opts["position_rates"] = tuple(opts["position_rates"])
+    opts.setdefault("record_steps", record_steps)
+    return SimConfig(calibration=calibration, replicas=replicas, **opts).validate()
+
+
+def expand_grid(spec: SweepSpec) -> list[RunSpec]:
+    """The cartesian product of the spec's axes; a rate replaces the trace's timing, so with a
+    rate the time scale is irrelevant and only 1.0 is kept (duplicates are dropped)."""
+    engine = tuple(sorted(spec.engine.items()))
+    runs: dict[str, RunSpec] = {}
+    for trace, rate, scale, policy, calib, reps, seed in itertools.product(
+            spec.traces, spec.rates, spec.time_scales, spec.policies, spec.calibrations,
+            spec.replicas, spec.seeds):
+        run = RunSpec(trace=trace, policy=policy, rate=rate, time_scale=1.0 if rate else scale,
+                      calibration=calib, replicas=reps, seed=seed, max_requests=spec.max_requests,
+                      duration_s=spec.duration_s, engine=engine)
+        runs.setdefault(run.run_id, run)
+    return list(runs.values())
+
+
+def resolve_trace(name: str) -> Path:
+    """A path to an existing trace file, or a bundled trace name."""
+    path = Path(name).expanduser()
+    if path.exists():
+        return path
+    import traces  # local import: keeps `import simulator.sweep` cheap in spawned workers
+
+    try:
+        return Path(traces.bundled_trace(name))
+    except (KeyError, ValueError, traces.TraceError) as exc:
+        raise traces.TraceError(f"--trace {name!r}: not a file and not a bundled trace ({exc})") from None
+
+
+def build_trace(run: RunSpec):
+    """Load (or synthesize) the run's trace: Poisson arrivals at `rate` on the trace's lengths."""
+    import traces
+
+    if run.trace == SYNTHETIC:
+        return traces.synthetic_trace(run.rate, num_requests=run.max_requests,
+                                      duration_s=run.duration_s, seed=run.seed)
+    path = resolve_trace(run.trace)
+    if run.rate is None:
+        return traces.load_trace(path, time_scale=run.time_scale, max_requests=run.max_requests,
+                                 duration_s=run.duration_s)
+    lengths = traces.load_trace(path)
+    num = run.max_requests if run.max_requests or run.duration_s else len_of(lengths)
+    return traces.synthetic_trace(run.rate, num_requests=num, duration_s=run.duration_s,
+                                  lengths_from=lengths, seed=run.seed)
+
+
+def len_of(trace: Any) -> int:
+    """Number of requests in a Trace."""
+    return len(trace)
+
+
+def offered_rate(trace: Any) -> float | None:
+    """Requests per second offered by a trace: (count - 1) / arrival span; None without a span."""
+    arrivals = getattr(trace, "arrival_s", None)
+    if arrivals is None or len(arrivals) < 2:
+        return None
+    span = float(arrivals[-1] - arrivals[0])
+    return (len(arrivals) - 1) / span if span > 0 else None
+
+
+def simulate(run: RunSpec, record_steps: bool = False):
+    """Run one simulation in this process and return the engine's SimResult."""
+    from simulator.engine import run_simulation
+
+    trace = build_trace(run)
+    return run_simulation(trace, run.sim_config(record_steps), policy=run.policy, seed=run.seed)
+
+
+def one_line(exc: BaseException) -> str:
+    """`Type: message` on one line, with the innermost frame for unexpected exceptions."""
+    msg = " ".join(str(exc).split()) or "(no message)"
+    text = f"{type(exc).__name__}: {msg}"
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames and not isinstance(exc, (ValueError, KeyError, FileNotFoundError)):
+        last = frames[-1]
+        text += f" [{Path(last.filename).name}:{last.lineno}]"
+    return text[:500]
+
+
+def execute_run(run: RunSpec) -> dict[str, Any]:
+    """Run one simulation and return its table row; never raises (errors become the row)."""
+    row: dict[str, Any] = {"run_id": run.run_id, **run.columns()}
+    start = time.perf_counter()
+    try:
+        trace = build_trace(run)
+        from simulator.engine import run_simulation
+
+        result = run_simulation(trace, run.sim_config(), policy=run.policy, seed=run.seed)
+        row["offered_rate"] = run.rate if run.rate else offered_rate(trace)
+        row.update(result.summary)
+        row.update(status=STATUS_OK, error="")
+    except Exception as exc:  # noqa: BLE001 - a failing run is data, not a crash
+        row.update(status=STATUS_ERROR, error=one_line(exc))
+    row["wall_s"] = round(time.perf_counter() - start, 4)
+    return row
+
+
+# ---------------------------------------------------------------- result table
+
+
+@dataclass
+class ResultStore:
+    """The journal plus the Parquet/CSV table of one sweep directory."""
+
+    out_dir: Path
+    name: str = "results"
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _last_write: float = 0.0
+
+    @property
+    def journal(self) -> Path:
+        return self.out_dir / (JOURNAL if self.name == "results" else f"{self.name}.jsonl")
+
+    @classmethod
+    def open(cls, out_dir: str | os.PathLike, name: str = "results") -> "ResultStore":
+        store = cls(Path(out_dir), name)
+        store.out_dir.mkdir(parents=True, exist_ok=True)
+        store.rows = store._load()
+        return store
+
+    def _load(self) -> dict[str, dict[str, Any]]:
+        rows: dict[str, dict[str, Any]] = {}
+        if self.journal.exists():
+            for line in self.journal.read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut by an interrupt
+                rows[row["run_id"]] = row
+            return rows
+        parquet = self.out_dir / f"{self.name}.parquet"
+        if parquet.exists():
+            for row in pd.read_parquet(parquet).to_dict("records"):
+                rows[row["run_id"]] = row
+        return rows
+
+    def finished(self) -> set[str]:
+        return {rid for rid, row in self.rows.items() if row.get("status") == STATUS_OK}
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows[row["run_id"]] = row
+        with self.journal.open("a") as fh:
+            fh.write(json.dumps(row, default=_json_default) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        if time.monotonic() - self._last_write >= TABLE_REWRITE_INTERVAL_S:
+            self.write_table()
+
+    def frame(self) -> pd.DataFrame:
+        df = pd.DataFrame(list(self.rows.values()))
+        if df.empty:
+            return df
+        front = [c for c in ("run_id", "status", "error", "wall_s") if c in df]
+        return df[front + [c for c in df.columns if c not in front]]
+
+    def write_table(self) -> pd.DataFrame:
+        """Atomically rewrite `NAME.parquet` and `NAME.csv` from the rows recorded so far."""
+        df = self.frame()
+        self._last_write = time.monotonic()
+        if df.empty:
+            return df
+        _atomic(self.out_dir / f"{self.name}.parquet", lambda p: df.to_parquet(p, index=False))
+        _atomic(self.out_dir / f"{self.name}.csv", lambda p: df.to_csv(p, index=False))
+        return df
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()  # numpy scalars
+    return str(value)
+
+
+def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- executors
+
+
+def _iter_local(fn: Callable, tasks: Sequence[Task], workers: int) -> Iterator[dict[str, Any]]:
+    if workers == 0:
+        yield from (fn(t) for t in tasks)
+        return
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+    try:
+        pending: set[Future] = {pool.submit(fn, t) for t in tasks}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                yield fut.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _iter_dask(fn: Callable, tasks: Sequence[Task], client_or_address: Any) -> Iterator[dict[str, Any]]:
+    from distributed import Client, as_completed
+
+    own = not isinstance(client_or_address, Client)
+    client = Client(client_or_address) if own else client_or_address
+    try:
+        futures = [client.submit(fn, t, key=f"{getattr(fn, '__name__', 'task')}-{t.run_id}", pure=False)
+                   for t in tasks]
+        for fut in as_completed(futures):
+            yield fut.result()
+    finally:
+        if own:
+            client.close()
+
+
+def iter_results(fn: Callable[[Any], dict[str, Any]], tasks: Sequence[Task], workers: int = 2,
+                 dask: Any = None) -> Iterator[dict[str, Any]]:
+    """Rows in completion order, from local processes (`workers`; 0 = in-process) or Dask."""
+    if dask is not None:
+        return _iter_dask(fn, tasks, dask)
+    return _iter_local(fn, tasks, workers)
+
+
+def run_tasks(tasks: Sequence[Task], out_dir: str | os.PathLike, fn: Callable = execute_run,
+              workers: int = 2, dask: Any = None, progress: bool = True, name: str = "results",
+              on_row: Callable[[dict[str, Any]], None] | None = None) -> pd.DataFrame:
+    """Execute the tasks not yet finished in `out_dir`, recording each as it completes.
+
+    Returns the full table (earlier runs included). Tasks are run by `fn`, a picklable
+    top-level function returning a row dict with `run_id` and `status`.
+    """
+    store = ResultStore.open(out_dir, name)
+    done = store.finished()
+    todo = [t for t in tasks if t.run_id not in done]
+    bar = _progress(progress, total=len(tasks), skipped=len(tasks) - len(todo))
+    try:
+        with bar:
+            for row in iter_results(fn, todo, workers, dask) if todo else ():
+                store.add(row)
+                bar.advance(row)
+                if on_row:
+                    on_row(row)
+    finally:
+        store.write_table()
+    return store.frame()
+
+
+def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike, workers: int = 2, dask: Any = None,
+              progress: bool = True) -> pd.DataFrame:
+    """Expand the spec, execute every unfinished run, and return the result table."""
+    return run_tasks(expand_grid(spec.validate()), out_dir, execute_run, workers, dask, progress)
+
+
+class _Bar:
+    """A rich progress bar counting finished and failed runs (or a silent stand-in)."""
+
+    def __init__(self, enabled: bool, total: int, skipped: int) -> None:
+        self.errors = 0
+        self.progress = None
+        if enabled:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn, TimeRemainingColumn)
+
+            self.progress = Progress(TextColumn("[bold]sweep[/] {task.description}"), BarColumn(),
+                                     MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+            self.task = self.progress.add_task(f"({skipped} resumed)", total=total, completed=skipped)
+            self.skipped = skipped
+
+    def __enter__(self) -> "_Bar":
+        if self.progress:
+            self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.progress:
+            self.progress.__exit__(*exc)
+
+    def advance(self, row: dict[str, Any]) -> None:
+        self.errors += row.get("status") != STATUS_OK
+        if self.progress:
+            desc = f"({self.skipped} resumed, {self.errors} failed)"
+            self.progress.update(self.task, advance=1, description=desc)
+
+
+def _progress(enabled: bool, total: int, skipped: int) -> _Bar:
+    return _Bar(enabled, total, skipped)
+
+
+def summarize(df: pd.DataFrame, metrics: Iterable[str] = ("mean_e2el_ms", "p99_e2el_ms",
+                                                           "output_throughput", "mean_k")) -> pd.DataFrame:
+    """Mean of the given metrics over seeds, per (trace, rate, time_scale, policy, calibration, replicas)."""
+    ok = df[df["status"] == STATUS_OK]
+    keys = [k for k in ("trace", "rate", "time_scale", "calibration", "replicas", "policy") if k in ok]
+    cols = [m for m in metrics if m in ok]
+    return ok.groupby(keys, dropna=False)[cols].mean().reset_index()
