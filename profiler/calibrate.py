@@ -1,0 +1,69 @@
+"""Turn a measurements CSV into a simulator calibration (simulator.costmodel.Calibration JSON).
+
+No torch here: the device facts come from the CSV rows and the caller, the model facts from the
+bundled configs, so a calibration can be refitted from a CSV on any machine.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Sequence
+
+from profiler.fit import fit_profile
+from profiler.models import DTYPE_BYTES, ModelShape
+from simulator.costmodel import Calibration, DraftCost, MemorySpec
+
+GIB = 2**30
+
+
+def memory_spec(target: ModelShape, draft: ModelShape | None, dtype: str, device_memory_gib: float) -> MemorySpec:
+    """KV-cache sizing facts from the shapes: weights of both models, KV bytes/token of both."""
+    weights = target.weight_bytes(dtype) + (draft.weight_bytes(dtype) if draft else 0)
+    kv = target.kv_bytes_per_token(dtype) + (draft.kv_bytes_per_token(dtype) if draft else 0)
+    return MemorySpec(gpu_memory_gib=round(device_memory_gib, 2), gpu_memory_utilization=0.9,
+                      weights_gib=round(weights / GIB, 4), activation_reserve_gib=1.0,
+                      kv_bytes_per_token=int(kv), block_size=16)
+
+
+def build_calibration(rows: Sequence[dict], name: str, target: ModelShape, draft: ModelShape | None,
+                      dtype: str, device_memory_gib: float, provenance: dict, seed: int = 0) -> Calibration:
+    """Fit target and draft forwards and package them with memory facts and provenance."""
+    if dtype not in DTYPE_BYTES:
+        raise ValueError(f"unknown dtype {dtype!r}")
+    tfit, dfit, fit_error = fit_profile(rows, seed)
+    ok = [r for r in rows if r.get("status", "ok") == "ok"]
+    device = ok[0]["device"] if ok else ""
+    skipped = sum(1 for r in rows if r.get("status") == "skipped")
+    draft_cost = DraftCost(kind="sequential", forward=dfit.coefficients) if dfit else \
+        DraftCost(kind="fraction", fraction_of_target=0.0)
+    desc = (f"{target.name} target" + (f" with {draft.name} draft" if draft else "") +
+            f" on {device}, {dtype}; fitted by profile-gpu from {len(ok)} measured points"
+            + (f" ({skipped} skipped)" if skipped else "") + ".")
+    notes = {"overhead": "overhead_fixed_ms and overhead_fraction are 0: rejection sampling and bookkeeping "
+                         "were not measured by profile-gpu (forward passes only).",
+             "draft": "draft.forward is one sequential draft-model forward (query 1); the cost model "
+                      "sums it over the k draft steps.",
+             "memory": "weights_gib and kv_bytes_per_token derived from the architecture configs at this "
+                       "dtype (target + draft); gpu_memory_gib is the device memory seen by the profiler.",
+             "fitted_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    return Calibration(name=name, target=tfit.coefficients, draft=draft_cost, overhead_fraction=0.0,
+                       overhead_fixed_ms=0.0, batched_tokens_convention="exact",
+                       memory=memory_spec(target, draft, dtype, device_memory_gib), description=desc,
+                       device=device, fit_error=fit_error, provenance={**provenance, **notes})
+
+
+def fit_summary(cal: Calibration) -> str:
+    """Human-readable fit result: coefficients and held-out error per role."""
+    lines = []
+    for role, coef in (("target", cal.target), ("draft", cal.draft.forward)):
+        if coef is None:
+            continue
+        err = cal.fit_error.get(role, {})
+        knee = f", knee {coef.knee_tokens:g} tok +{coef.after_knee_ms:.3g} ms/tok" if coef.after_knee_ms else ""
+        held = (f"held-out MAPE {err.get('mape_pct')} % (max {err.get('max_ape_pct')} %, "
+                f"n_test {err.get('n_test')})")
+        lines.append(f"{role}: {coef.fixed_ms:.4g} ms + {coef.per_kv_token_ms:.3g} ms/kv-tok + "
+                     f"{coef.per_batched_token_ms:.3g} ms/tok + {coef.per_seq_ms:.3g} ms/seq{knee}; {held}")
+    e = cal.fit_error
+    lines.append(f"overall held-out error: mean {e.get('mape_pct')} %, max {e.get('max_ape_pct')} % "
+                 f"on {e.get('n_test')} points (trained on {e.get('n_train')})")
+    return "\n".join(lines)

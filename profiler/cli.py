@@ -1,0 +1,210 @@
+"""`profile-gpu`: measure forward-pass latency of a target/draft pair, fit and save a calibration.
+
+    profile-gpu --target llama-3.1-8b --draft llama-3.2-1b --device cuda --dtype bf16 \\
+                --grid standard --out profiles/h100/
+    profile-gpu --target tiny-llama --draft tiny-draft --device cpu --grid quick --out /tmp/p
+    profile-gpu --replay steps.csv --target ... --draft ... --calibration cal.json
+
+The output directory gets measurements.csv (appended point by point; rerun to resume),
+calibration.json (loadable with simulator.costmodel.load_calibration) and PNG plots.
+Bad options print one line and exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from profiler.grid import PRESETS, GridError, build_grid, grid_spec
+from profiler.models import DTYPE_BYTES, ModelNotFound, available_models, load_config, model_shape
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """An option the user can fix; printed as one line, exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line instead of usage + message
+        print(f"profile-gpu: error: {message} (see profile-gpu --help)", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="profile-gpu", description=__doc__.split("\n\n")[0],
+                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    m = p.add_argument_group("models")
+    m.add_argument("--target", required=True,
+                   help=f"target model: a bundled name ({', '.join(available_models())}) or a directory "
+                        "with config.json")
+    m.add_argument("--draft", default=None, help="draft model (same choices); omit to profile the target only")
+    m.add_argument("--load-weights", action="store_true",
+                   help="load real weights when a model directory has them (default: random weights)")
+    d = p.add_argument_group("device")
+    d.add_argument("--device", default="auto", help="cuda, cuda:N, cpu, or auto (cuda if available)")
+    d.add_argument("--dtype", default="auto", choices=["auto", *DTYPE_BYTES],
+                   help="weights/activations dtype; auto = bf16 on cuda, fp32 on cpu")
+    d.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    g = p.add_argument_group("grid")
+    g.add_argument("--grid", default="standard", choices=list(PRESETS), help="grid preset")
+    g.add_argument("--batch-sizes", help="comma list of batch sizes (sequences), e.g. 1,4,16")
+    g.add_argument("--query-tokens", help="comma list of new tokens per sequence: 1 = decode, k+1 = verify")
+    g.add_argument("--context-lengths", help="comma list of KV-cache tokens per sequence, e.g. 128,512")
+    g.add_argument("--prefill-chunks", help="comma list of prefill chunk sizes in tokens ('none' for none)")
+    g.add_argument("--warmup", type=int, default=None, help="untimed forwards per point (default 2 cuda, 1 cpu)")
+    g.add_argument("--repeats", type=int, default=None, help="timed forwards per point (default 10 cuda, 3 cpu)")
+    o = p.add_argument_group("output")
+    o.add_argument("--out", type=Path, default=None, help="output directory (default profiles/<target>-<device>)")
+    o.add_argument("--name", default=None, help="calibration name (default <target>-<draft>-<device>)")
+    o.add_argument("--seed", type=int, default=0, help="seed for inputs and the held-out split")
+    o.add_argument("--quiet", action="store_true", help="no per-point lines, only the progress bar and summary")
+    r = p.add_argument_group("replay")
+    r.add_argument("--replay", type=Path, default=None, help="simulator per-step CSV to execute on real models")
+    r.add_argument("--calibration", default=None, help="calibration (path or shipped name) that predicts the steps")
+    r.add_argument("--replay-max-steps", type=int, default=50, help="steps to execute (sampled evenly)")
+    return p
+
+
+def resolve_device(device: str) -> str:
+    import torch
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {device}: CUDA is not available on this machine (torch "
+                             f"{torch.__version__}); use --device cpu")
+        return device
+    if device != "cpu":
+        raise UsageError(f"--device {device!r}: expected cuda, cuda:N, cpu or auto")
+    return device
+
+
+def _check_models(args) -> None:
+    load_config(args.target)
+    if args.draft:
+        load_config(args.draft)
+        tv, dv = load_config(args.target)["vocab_size"], load_config(args.draft)["vocab_size"]
+        if tv != dv:
+            print(f"profile-gpu: warning: draft vocabulary {dv} differs from target {tv}; "
+                  "a real pair needs the same tokenizer", file=sys.stderr)
+
+
+def _short(name: str) -> str:
+    return Path(name).name if Path(name).is_dir() else name
+
+
+def profile(args, argv: list[str]) -> int:
+    """Measure the grid, fit, write calibration and plots."""
+    import torch
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from profiler.calibrate import build_calibration, fit_summary
+    from profiler.measure import MEASUREMENTS_CSV, ProfileMismatch, describe, read_measurements, run_grid, stamp
+    from profiler.models import build_model
+    from profiler.plots import write_plots
+    from profiler.timing import device_info
+    from simulator.costmodel import save_calibration
+
+    spec = grid_spec(args.grid, args.batch_sizes, args.query_tokens, args.context_lengths, args.prefill_chunks)
+    device = resolve_device(args.device)
+    dtype = args.dtype if args.dtype != "auto" else ("bf16" if device.startswith("cuda") else "fp32")
+    gpu = device.startswith("cuda")
+    warmup = args.warmup if args.warmup is not None else (2 if gpu else 1)
+    repeats = args.repeats if args.repeats is not None else (10 if gpu else 3)
+    if repeats < 1 or warmup < 0:
+        raise UsageError("--repeats must be >= 1 and --warmup >= 0")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = args.out or Path("profiles") / f"{_short(args.target)}-{device.split(':')[0]}"
+    out.mkdir(parents=True, exist_ok=True)
+    console = Console(stderr=False)
+    info = device_info(device, dtype)
+    roles = {"target": args.target, **({"draft": args.draft} if args.draft else {})}
+    shapes = {role: model_shape(name) for role, name in roles.items()}
+    points = build_grid(spec, with_draft=bool(args.draft))
+    csv_path = out / MEASUREMENTS_CSV
+    console.print(f"[bold]profile-gpu[/] {info.name} | {dtype} | torch {info.torch_version} cuda "
+                  f"{info.cuda_version} transformers {info.transformers_version} | {len(points)} points -> {out}")
+    models = {role: build_model(name, device, dtype, args.load_weights, args.seed) for role, name in roles.items()}
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    try:
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task("measuring", total=len(points))
+            done_before = run_grid(
+                points, models, shapes, info, dtype, csv_path, warmup, repeats,
+                on_row=lambda m: (bar.advance(task), None if args.quiet else bar.console.print(describe(m))),
+                on_skip_done=lambda p: bar.advance(task))
+    except ProfileMismatch as exc:
+        raise UsageError(str(exc)) from None
+    except KeyboardInterrupt:
+        console.print(f"interrupted: finished points are in {csv_path}; rerun the same command to resume")
+        return 130
+    console.print(f"measured {done_before} new points ({len(points) - done_before} already in {csv_path})")
+    rows = read_measurements(csv_path)
+    name = args.name or "-".join([_short(args.target)] + ([_short(args.draft)] if args.draft else [])
+                                 + [device.split(":")[0]])
+    provenance = {"device": info.name, "device_memory_gib": info.memory_gib, "dtype": dtype,
+                  "torch": info.torch_version, "cuda": info.cuda_version,
+                  "transformers": info.transformers_version, "target_model": args.target,
+                  "draft_model": args.draft, "weights": "real" if args.load_weights else "random",
+                  "command": "profile-gpu " + shlex.join(argv), "grid": {"preset": args.grid, **spec.as_dict()},
+                  "warmup": warmup, "repeats": repeats, "measured_until": stamp(),
+                  "peak_bandwidth_gbs": info.peak_bandwidth_gbs, "peak_tflops": info.peak_tflops}
+    cal = build_calibration(rows, name, shapes["target"], shapes.get("draft"), dtype, info.memory_gib,
+                            provenance, seed=args.seed)
+    save_calibration(cal, out / "calibration.json")
+    fits = {"target": cal.target, **({"draft": cal.draft.forward} if cal.draft.forward else {})}
+    plots = write_plots(rows, fits, out)
+    console.print(fit_summary(cal))
+    console.print(f"wrote {csv_path}, {out / 'calibration.json'}, {', '.join(p.name for p in plots)}")
+    return 0
+
+
+def replay(args) -> int:
+    import torch
+
+    from profiler.replay import ReplayError, run_replay
+    from simulator.costmodel import CalibrationError
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not args.replay.is_file():
+        raise UsageError(f"--replay {args.replay}: file not found")
+    if not args.draft:
+        raise UsageError("--replay needs --draft (the draft model executes the k_max draft steps)")
+    device = resolve_device(args.device)
+    dtype = args.dtype if args.dtype != "auto" else ("bf16" if device.startswith("cuda") else "fp32")
+    out = args.out or args.replay.with_name(args.replay.stem + "_replay.csv")
+    if out.suffix != ".csv":
+        out.mkdir(parents=True, exist_ok=True)
+        out = out / "replay.csv"
+    warmup = args.warmup if args.warmup is not None else 1
+    repeats = args.repeats if args.repeats is not None else (5 if device.startswith("cuda") else 1)
+    try:
+        return run_replay(args.replay, args.target, args.draft, device, dtype, args.calibration, out,
+                          args.replay_max_steps, warmup, repeats, args.load_weights, args.seed)
+    except (ReplayError, CalibrationError) as exc:
+        raise UsageError(str(exc)) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    try:
+        _check_models(args)
+        grid_spec(args.grid, args.batch_sizes, args.query_tokens, args.context_lengths, args.prefill_chunks)
+        try:
+            import torch  # noqa: F401
+            import transformers  # noqa: F401
+        except ImportError:
+            raise UsageError("torch and transformers are needed: pip install 'specsim[profile]'") from None
+        return replay(args) if args.replay else profile(args, argv)
+    except (UsageError, ModelNotFound, GridError) as exc:
+        print(f"profile-gpu: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,165 @@
+"""Fit the simulator's forward-pass cost model to measured latencies (pure numpy, no torch).
+
+Model (simulator.costmodel.ForwardCoefficients, milliseconds):
+
+    t = fixed + per_kv_token * N_kv + per_batched_token * N_batched + per_seq * B
+        + after_knee * max(0, N_batched - knee_tokens) + prefill_attention * A
+
+with N_batched = B * query, N_kv = B * context and, for prefill points only,
+A = B * chunk * (context + chunk / 2). For each candidate knee (the measured N_batched values)
+a weighted least-squares fit (weights 1/t, so relative error is what is minimised) is solved in
+closed form; the knee with the smallest error is kept, or none when no knee helps. Columns that
+the grid cannot tell apart (e.g. B and N_batched when every query is 1) are dropped (coefficient 0).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from simulator.costmodel import ForwardCoefficients
+
+COLUMNS = ("fixed_ms", "per_kv_token_ms", "per_batched_token_ms", "per_seq_ms", "prefill_attention_ms")
+HOLDOUT_FRACTION = 0.2
+
+
+@dataclass(frozen=True)
+class Samples:
+    """Measured points of one model role as arrays (one entry per grid point)."""
+
+    batched: np.ndarray
+    kv: np.ndarray
+    seqs: np.ndarray
+    attn2: np.ndarray
+    ms: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ms)
+
+    def take(self, idx: np.ndarray) -> "Samples":
+        return Samples(self.batched[idx], self.kv[idx], self.seqs[idx], self.attn2[idx], self.ms[idx])
+
+
+def samples_from_rows(rows: Iterable[dict], role: str) -> Samples:
+    """Samples of one role from measurement rows (dicts as csv.DictReader gives them); skipped rows dropped."""
+    pts = []
+    for r in rows:
+        if r.get("role") != role or r.get("status", "ok") != "ok":
+            continue
+        b, q, c = int(r["batch"]), int(r["query"]), int(r["context"])
+        attn2 = b * q * (c + q / 2.0) if r.get("kind") == "prefill" else 0.0
+        pts.append((b * q, b * c, b, attn2, float(r["median_ms"])))
+    a = np.asarray(pts, dtype=float).reshape(-1, 5)
+    return Samples(a[:, 0], a[:, 1], a[:, 2], a[:, 3], a[:, 4])
+
+
+def design(s: Samples) -> np.ndarray:
+    return np.column_stack([np.ones(len(s)), s.kv, s.batched, s.seqs, s.attn2])
+
+
+def independent_columns(a: np.ndarray) -> list[int]:
+    """Indices of columns kept in order, each kept only if it adds rank (after scaling to max |1|)."""
+    scaled = a / np.maximum(np.abs(a).max(axis=0), 1e-300)
+    keep: list[int] = []
+    for j in range(a.shape[1]):
+        if not np.any(a[:, j]):
+            continue
+        if np.linalg.matrix_rank(scaled[:, keep + [j]], tol=1e-9 * len(a)) == len(keep) + 1:
+            keep.append(j)
+    return keep
+
+
+def weighted_lstsq(a: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+    """argmin_x sum(((a x - y) / y)^2), solved on column-scaled data; returns (x, relative SSE)."""
+    w = 1.0 / y
+    aw = a * w[:, None]
+    scale = np.maximum(np.abs(aw).max(axis=0), 1e-300)
+    x, *_ = np.linalg.lstsq(aw / scale, np.ones_like(y), rcond=None)
+    x = x / scale
+    resid = (a @ x - y) / y
+    return x, float(resid @ resid)
+
+
+def knee_candidates(batched: np.ndarray, min_each_side: int = 2) -> list[float]:
+    values = np.unique(batched)
+    return [float(v) for v in values[min_each_side - 1:len(values) - min_each_side]]
+
+
+def fit_forward(s: Samples, knees: Sequence[float] | None = None) -> ForwardCoefficients:
+    """Closed-form fit of ForwardCoefficients, searching the knee over `knees` (default: measured N_batched)."""
+    if len(s) == 0:
+        raise ValueError("no measured points to fit")
+    base = design(s)
+    keep = independent_columns(base)
+    best_x, best_sse = weighted_lstsq(base[:, keep], s.ms)
+    best_knee, best_slope = 0.0, 0.0
+    for knee in (knee_candidates(s.batched) if knees is None else knees):
+        hinge = np.maximum(0.0, s.batched - knee)
+        if np.count_nonzero(hinge) == 0 or np.count_nonzero(hinge) == len(hinge):
+            continue
+        a = np.column_stack([base[:, keep], hinge])
+        if independent_columns(a) != list(range(a.shape[1])):
+            continue
+        x, sse = weighted_lstsq(a, s.ms)
+        if x[-1] > 0 and sse < best_sse * (1 - 1e-9):
+            best_x, best_sse, best_knee, best_slope = x[:-1], sse, knee, float(x[-1])
+    values = dict.fromkeys(COLUMNS, 0.0)
+    for j, coef in zip(keep, best_x):
+        values[COLUMNS[j]] = float(coef)
+    return ForwardCoefficients(knee_tokens=best_knee, after_knee_ms=best_slope, **values)
+
+
+def predict_ms(coef: ForwardCoefficients, s: Samples) -> np.ndarray:
+    """What the simulator's cost model says for each point (same formula, same code)."""
+    return np.array([coef.forward_ms(b, kv, int(n), False, a2)
+                     for b, kv, n, a2 in zip(s.batched, s.kv, s.seqs, s.attn2)])
+
+
+def ape_pct(coef: ForwardCoefficients, s: Samples) -> np.ndarray:
+    return np.abs(predict_ms(coef, s) - s.ms) / s.ms * 100.0
+
+
+def split(n: int, seed: int, fraction: float = HOLDOUT_FRACTION) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded train/test indices; no test set when there are too few points to spare any."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_test = int(round(fraction * n)) if n >= 10 else 0
+    return np.sort(order[n_test:]), np.sort(order[:n_test])
+
+
+@dataclass(frozen=True)
+class RoleFit:
+    coefficients: ForwardCoefficients
+    error: dict  # mape_pct, max_ape_pct, n_train, n_test (held out), train_mape_pct (refit on all)
+    test_ape: np.ndarray
+
+
+def fit_role(s: Samples, seed: int = 0) -> RoleFit:
+    """Fit on ~80 %, report error on the held-out ~20 %, then refit on all points."""
+    train, test = split(len(s), seed)
+    err = np.array([])
+    if len(test):
+        err = ape_pct(fit_forward(s.take(train)), s.take(test))
+    coef = fit_forward(s)
+    in_sample = ape_pct(coef, s)
+    error = {"mape_pct": round(float(err.mean()), 3) if len(err) else None,
+             "max_ape_pct": round(float(err.max()), 3) if len(err) else None,
+             "n_train": int(len(train)), "n_test": int(len(test)),
+             "train_mape_pct": round(float(in_sample.mean()), 3)}
+    return RoleFit(coef, error, err)
+
+
+def fit_profile(rows: Sequence[dict], seed: int = 0) -> tuple[RoleFit, RoleFit | None, dict]:
+    """Target and draft fits plus the combined held-out error for Calibration.fit_error."""
+    target = fit_role(samples_from_rows(rows, "target"), seed)
+    draft_samples = samples_from_rows(rows, "draft")
+    draft = fit_role(draft_samples, seed) if len(draft_samples) else None
+    errs = np.concatenate([target.test_ape] + ([draft.test_ape] if draft else []))
+    fit_error = {"mape_pct": round(float(errs.mean()), 3) if len(errs) else None,
+                 "max_ape_pct": round(float(errs.max()), 3) if len(errs) else None,
+                 "n_train": target.error["n_train"] + (draft.error["n_train"] if draft else 0),
+                 "n_test": int(len(errs)), "holdout_fraction": HOLDOUT_FRACTION, "seed": seed,
+                 "target": target.error}
+    if draft:
+        fit_error["draft"] = draft.error
+    return target, draft, fit_error

@@ -1,0 +1,161 @@
+"""Run a measurement grid: time each point, append it to the CSV at once, resume, skip what does not fit.
+
+Rows are written one by one (and flushed), so an interrupted run keeps everything it measured;
+the next run with the same --out reads the CSV and skips finished points (key: role, batch, query,
+context). A shape that runs out of memory is recorded as skipped with its reason and the run goes on.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Callable, Iterable
+
+from profiler.grid import GridPoint
+from profiler.models import ModelShape
+from profiler.timing import DeviceInfo, Timing, free_memory, is_oom, time_forward
+
+MEASUREMENTS_CSV = "measurements.csv"
+
+
+@dataclass
+class Measurement:
+    """One row of measurements.csv."""
+
+    role: str
+    model: str
+    kind: str
+    batch: int
+    query: int
+    context: int
+    batched_tokens: int
+    kv_tokens: int
+    status: str  # "ok" or "skipped"
+    reason: str
+    median_ms: float | None
+    p10_ms: float | None
+    p90_ms: float | None
+    repeats: int
+    achieved_gbs: float | None  # (weights + KV bytes) / median time
+    achieved_tflops: float | None  # (2 * params * tokens + attention FLOPs) / median time
+    peak_gbs: float | None
+    peak_tflops: float | None
+    device: str
+    dtype: str
+    torch: str
+    cuda: str
+    transformers: str
+    measured_at: str
+
+
+FIELDS = [f.name for f in fields(Measurement)]
+
+
+class ProfileMismatch(ValueError):
+    """The output directory already holds measurements of another model in the same role."""
+
+
+def read_measurements(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def done_keys(rows: Iterable[dict], models: dict[str, str]) -> set[tuple[str, int, int, int]]:
+    """Keys of finished points; refuses to mix models within one role."""
+    keys = set()
+    for r in rows:
+        role = r["role"]
+        if role in models and r["model"] != models[role]:
+            raise ProfileMismatch(f"{role} measurements in this directory are of {r['model']!r}, "
+                                  f"not {models[role]!r}: use another --out")
+        keys.add((role, int(r["batch"]), int(r["query"]), int(r["context"])))
+    return keys
+
+
+def append_row(path: Path, row: Measurement) -> None:
+    new = not path.is_file() or path.stat().st_size == 0
+    with path.open("a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=FIELDS)
+        if new:
+            writer.writeheader()
+        writer.writerow(asdict(row))
+        fh.flush()
+
+
+def physical_rates(shape: ModelShape, p: GridPoint, dtype: str, ms: float) -> tuple[float, float]:
+    """Achieved GB/s and TFLOP/s of a point, gpt-fast style."""
+    logit_tokens = p.batch if p.kind == "prefill" else p.batched_tokens
+    seconds = ms / 1000.0
+    gbs = shape.forward_bytes(p.batch, p.query, p.context, dtype) / seconds / 1e9
+    tflops = shape.forward_flops(p.batch, p.query, p.context, logit_tokens) / seconds / 1e12
+    return gbs, tflops
+
+
+def measure_point(model, shape: ModelShape, p: GridPoint, info: DeviceInfo, dtype: str,
+                  warmup: int, repeats: int) -> Measurement:
+    """Time one point; an out-of-memory shape comes back as a skipped row instead of an exception."""
+    status, reason, t = "ok", "", None
+    try:
+        t = time_forward(model, p.batch, p.query, p.context, info.device, warmup=warmup, repeats=repeats,
+                         logits_to_keep=1 if p.kind == "prefill" else 0)
+    except Exception as exc:  # only OOM is expected; anything else is a bug and re-raised
+        if not is_oom(exc):
+            raise
+        status, reason = "skipped", f"out of memory: {str(exc).splitlines()[0][:160]}"
+        free_memory(info.device)
+    gbs = tflops = None
+    if t is not None:
+        gbs, tflops = physical_rates(shape, p, dtype, t.median_ms)
+    return _row(p, shape.name, status, reason, t, gbs, tflops, info, dtype)
+
+
+def _row(p: GridPoint, model: str, status: str, reason: str, t: Timing | None, gbs, tflops,
+         info: DeviceInfo, dtype: str) -> Measurement:
+    r = (lambda v: None if v is None else round(v, 6))
+    return Measurement(role=p.role, model=model, kind=p.kind, batch=p.batch, query=p.query, context=p.context,
+                       batched_tokens=p.batched_tokens, kv_tokens=p.kv_tokens, status=status, reason=reason,
+                       median_ms=r(t.median_ms) if t else None, p10_ms=r(t.p10_ms) if t else None,
+                       p90_ms=r(t.p90_ms) if t else None, repeats=t.repeats if t else 0,
+                       achieved_gbs=r(gbs), achieved_tflops=r(tflops), peak_gbs=info.peak_bandwidth_gbs,
+                       peak_tflops=info.peak_tflops, device=info.name, dtype=dtype, torch=info.torch_version,
+                       cuda=info.cuda_version, transformers=info.transformers_version,
+                       measured_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+
+
+def describe(m: Measurement) -> str:
+    """One line in physical units: latency, bandwidth and FLOP/s next to the device peaks."""
+    head = f"{m.role:6s} {m.kind:7s} B={m.batch:<4d} q={m.query:<4d} ctx={m.context:<5d}"
+    if m.status != "ok":
+        return f"{head} skipped ({m.reason})"
+    peak_bw = f"{m.peak_gbs:.0f}" if m.peak_gbs else "unknown"
+    peak_tf = f"{m.peak_tflops:.0f}" if m.peak_tflops else "unknown"
+    return (f"{head} {m.median_ms:9.3f} ms [p10 {m.p10_ms:.3f}, p90 {m.p90_ms:.3f}]  "
+            f"{m.achieved_gbs:8.2f} GB/s (peak {peak_bw})  {m.achieved_tflops:7.3f} TFLOP/s (peak {peak_tf})")
+
+
+def run_grid(points: list[GridPoint], models: dict, shapes: dict[str, ModelShape], info: DeviceInfo,
+             dtype: str, csv_path: Path, warmup: int, repeats: int,
+             on_row: Callable[[Measurement], None] | None = None,
+             on_skip_done: Callable[[GridPoint], None] | None = None) -> int:
+    """Measure every point not yet in csv_path; returns how many were measured now."""
+    done = done_keys(read_measurements(csv_path), {role: s.name for role, s in shapes.items()})
+    measured = 0
+    for p in points:
+        if p.key in done:
+            if on_skip_done:
+                on_skip_done(p)
+            continue
+        row = measure_point(models[p.role], shapes[p.role], p, info, dtype, warmup, repeats)
+        append_row(csv_path, row)
+        done.add(p.key)
+        measured += 1
+        if on_row:
+            on_row(row)
+    return measured
+
+
+def stamp() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
