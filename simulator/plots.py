@@ -58,7 +58,7 @@ def _policy_order(policies: Iterable[str]) -> list[str]:
 
 
 def _title(df: pd.DataFrame, what: str) -> str:
-    parts = [str(df[k].iloc[0]) for k in GROUP_KEYS if k in df and len(df)]
+    parts = [f"{k}={Path(str(df[k].iloc[0])).name}" for k in GROUP_KEYS if k in df and len(df)]
     return f"{what}\n" + " / ".join(parts) if parts else what
 
 

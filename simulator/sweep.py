@@ -54,7 +54,7 @@ class RunSpec:
     trace: str  # bundled name, path to a trace file, or "synthetic"
     policy: str = "none"
     rate: float | None = None  # Poisson request rate (req/s) on the trace's lengths; None = trace timing
-    time_scale: float = 1.0  # >1 compresses the trace's inter-arrival times (more load)
+    time_scale: float = 1.0  # multiplies the trace's inter-arrival times (2.0 = half the load)
     calibration: str = "llama3-8b-eagle-h100"
     replicas: int = 1
     seed: int = 0
@@ -162,21 +162,17 @@ def build_trace(run: RunSpec):
     import traces
 
     if run.trace == SYNTHETIC:
-        return traces.synthetic_trace(run.rate, num_requests=run.max_requests,
-                                      duration_s=run.duration_s, seed=run.seed)
+        count = {"duration_s": run.duration_s} if run.max_requests is None else {"num_requests": run.max_requests}
+        return traces.synthetic_trace(run.rate, seed=run.seed, **count)
     path = resolve_trace(run.trace)
     if run.rate is None:
         return traces.load_trace(path, time_scale=run.time_scale, max_requests=run.max_requests,
                                  duration_s=run.duration_s)
     lengths = traces.load_trace(path)
-    num = run.max_requests if run.max_requests or run.duration_s else len_of(lengths)
-    return traces.synthetic_trace(run.rate, num_requests=num, duration_s=run.duration_s,
+    if run.duration_s is not None and run.max_requests is None:
+        return traces.synthetic_trace(run.rate, duration_s=run.duration_s, lengths_from=lengths, seed=run.seed)
+    return traces.synthetic_trace(run.rate, num_requests=run.max_requests or len(lengths),
                                   lengths_from=lengths, seed=run.seed)
-
-
-def len_of(trace: Any) -> int:
-    """Number of requests in a Trace."""
-    return len(trace)
 
 
 def offered_rate(trace: Any) -> float | None:
@@ -186,6 +182,11 @@ def offered_rate(trace: Any) -> float | None:
         return None
     span = float(arrivals[-1] - arrivals[0])
     return (len(arrivals) - 1) / span if span > 0 else None
+
+
+def merge_summary(row: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    """Summary metrics keyed so they never overwrite a config column (`policy` -> `policy_name`)."""
+    return {(f"{k}_name" if k in row else k): v for k, v in summary.items()}
 
 
 def simulate(run: RunSpec, record_steps: bool = False):
@@ -212,12 +213,12 @@ def execute_run(run: RunSpec) -> dict[str, Any]:
     row: dict[str, Any] = {"run_id": run.run_id, **run.columns()}
     start = time.perf_counter()
     try:
-        trace = build_trace(run)
         from simulator.engine import run_simulation
 
+        trace = build_trace(run)
         result = run_simulation(trace, run.sim_config(), policy=run.policy, seed=run.seed)
         row["offered_rate"] = run.rate if run.rate else offered_rate(trace)
-        row.update(result.summary)
+        row.update(merge_summary(row, result.summary))
         row.update(status=STATUS_OK, error="")
     except Exception as exc:  # noqa: BLE001 - a failing run is data, not a crash
         row.update(status=STATUS_ERROR, error=one_line(exc))
@@ -251,7 +252,11 @@ class ResultStore:
     def _load(self) -> dict[str, dict[str, Any]]:
         rows: dict[str, dict[str, Any]] = {}
         if self.journal.exists():
-            for line in self.journal.read_text().splitlines():
+            text = self.journal.read_text()
+            if text and not text.endswith("\n"):  # a line cut by an interrupt: end it
+                with self.journal.open("a") as fh:
+                    fh.write("\n")
+            for line in text.splitlines():
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError:
@@ -320,8 +325,10 @@ def _iter_local(fn: Callable, tasks: Sequence[Task], workers: int) -> Iterator[d
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
                 yield fut.result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    except BaseException:  # interrupted (Ctrl-C, generator closed): do not wait for running tasks
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
 def _iter_dask(fn: Callable, tasks: Sequence[Task], client_or_address: Any) -> Iterator[dict[str, Any]]:

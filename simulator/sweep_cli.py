@@ -247,19 +247,25 @@ def execute(plan: Plan) -> int:
 
 
 def _print_table(df, shown: list[str]) -> None:
+    """Per-configuration means over seeds, showing only the config columns that vary."""
     from rich.console import Console
     from rich.table import Table
 
     ok = df[df["status"] == "ok"] if len(df) else df
     if ok.empty:
         return
-    view = ok[[c for c in ["trace"] + shown if c in ok]] if shown else summarize(ok)
+    view = ok[[c for c in ["trace", "calibration", "replicas"] + shown if c in ok]] if shown else summarize(ok)
+    keep = [c for c in view.columns if c in shown or c == "policy" or c not in _CONFIG_COLUMNS
+            or view[c].nunique(dropna=False) > 1]
     table = Table(show_lines=False)
-    for col in view.columns:
+    for col in keep:
         table.add_column(str(col), justify="right")
-    for row in view.itertuples(index=False):
-        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
+    for row in view[keep].itertuples(index=False):
+        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else Path(str(v)).name for v in row))
     Console().print(table)
+
+
+_CONFIG_COLUMNS = {"trace", "rate", "time_scale", "calibration", "replicas", "policy"}
 
 
 def _plots(df, plan: Plan) -> None:
