@@ -1,0 +1,155 @@
+"""Sweep runner: grid expansion, local process pool and Dask execution, resume, failures, plots."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pandas as pd
+import pytest
+
+from simulator.capacity import CapacityTask, capacity_task, capacity_tasks
+from simulator.config import ConfigError
+from simulator.plots import plot_sweep, plot_timeline, speedup_table
+from simulator.sweep import (RunSpec, SweepSpec, execute_run, expand_grid, run_sweep, run_tasks,
+                             simulate, stable_hash)
+
+SMALL = dict(traces=["sharegpt"], max_requests=60)
+CONFIG_COLUMNS = {"run_id", "status", "error", "wall_s", "trace", "policy", "rate", "time_scale",
+                  "calibration", "replicas", "seed", "max_requests", "duration_s"}
+METRICS = {"completed", "failed", "duration_s", "request_throughput", "output_throughput",
+           "mean_ttft_ms", "p99_ttft_ms", "mean_tpot_ms", "p99_e2el_ms", "mean_e2el_ms", "mean_k",
+           "mean_acceptance_length", "draft_acceptance_rate", "spec_goodput_tok_s", "offered_rate"}
+
+
+def small_spec(**kw) -> SweepSpec:
+    return SweepSpec(**{**SMALL, **kw})
+
+
+def test_grid_is_cartesian_with_stable_ids():
+    spec = small_spec(policies=["none", "fixed:3", "fixed:2"], time_scales=[1.0, 4.0], seeds=[0, 1])
+    runs = expand_grid(spec)
+    assert len(runs) == 12 and len({r.run_id for r in runs}) == 12
+    assert [r.run_id for r in expand_grid(spec)] == [r.run_id for r in runs]
+    # a rate replaces the trace timing, so time scales collapse for rate runs
+    assert len(expand_grid(small_spec(rates=[1.0, 2.0], time_scales=[1.0, 4.0]))) == 2
+    # the id depends on content only (fixed literal guards against accidental changes of the hash)
+    assert stable_hash({"b": 1, "a": [1, 2]}) == stable_hash({"a": [1, 2], "b": 1})
+    assert RunSpec("sharegpt").run_id != RunSpec("sharegpt", seed=1).run_id
+
+
+def test_spec_validation_is_one_line_config_error():
+    for bad in (dict(policies=[]), dict(rates=[-1.0]), dict(time_scales=[0.0]),
+                dict(max_requests=0), dict(engine={"no_such_option": 1}), dict(replicas=[0]),
+                dict(traces=["synthetic"])):
+        with pytest.raises(ConfigError):
+            small_spec(**bad).validate()
+
+
+def test_local_process_pool_sweep_and_resume(tmp_path):
+    spec = small_spec(policies=["none", "fixed:3"], rates=[2.0, 6.0], seeds=[0])
+    df = run_sweep(spec, tmp_path, workers=2, progress=False)
+    assert len(df) == 4 and set(df["status"]) == {"ok"}
+    assert CONFIG_COLUMNS | METRICS <= set(df.columns)
+    assert (df["completed"] == 60).all() and (df["error"] == "").all()
+    for name in ("results.parquet", "results.csv"):
+        table = pd.read_parquet(tmp_path / name) if name.endswith("parquet") else pd.read_csv(tmp_path / name)
+        assert sorted(table["run_id"]) == sorted(df["run_id"])
+    fixed = df[df["policy"] == "fixed:3"]
+    assert (fixed["mean_k"] > 2.5).all() and (df[df["policy"] == "none"]["mean_k"] == 0).all()
+
+    # resume: a second invocation with one more seed runs only the new runs
+    seen: list[dict] = []
+    df2 = run_tasks(expand_grid(replace(spec, seeds=[0, 1])), tmp_path, workers=0, progress=False,
+                    on_row=seen.append)
+    assert len(seen) == 4 and {r["seed"] for r in seen} == {1}
+    assert len(df2) == 8
+    again: list[dict] = []
+    run_tasks(expand_grid(spec), tmp_path, workers=2, progress=False, on_row=again.append)
+    assert again == []
+    assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 8
+
+
+def test_same_run_is_deterministic():
+    run = RunSpec("sharegpt", policy="fixed:3", rate=4.0, max_requests=60, seed=3)
+    a, b = execute_run(run), execute_run(run)
+    assert a["status"] == "ok"
+    for key in ("mean_e2el_ms", "p99_ttft_ms", "mean_k", "output_throughput"):
+        assert a[key] == b[key]
+
+
+def test_failures_are_recorded_and_others_complete(tmp_path):
+    good = RunSpec("sharegpt", policy="fixed:2", rate=4.0, max_requests=60)
+    runs = [good, replace(good, policy="no-such-policy"), replace(good, trace=str(tmp_path / "missing.csv")),
+            replace(good, engine=(("max_k", -5),))]
+    df = run_tasks(runs, tmp_path / "out", workers=2, progress=False).set_index("run_id")
+    assert df.loc[good.run_id, "status"] == "ok"
+    for bad in runs[1:]:
+        row = df.loc[bad.run_id]
+        assert row["status"] == "error" and "\n" not in row["error"] and row["error"]
+    assert "no-such-policy" in df.loc[runs[1].run_id, "error"]
+    assert "max-k" in df.loc[runs[3].run_id, "error"]
+    # failed runs are retried on resume, finished ones are not
+    retried: list[dict] = []
+    run_tasks(runs, tmp_path / "out", workers=0, progress=False, on_row=retried.append)
+    assert sorted(r["run_id"] for r in retried) == sorted(r.run_id for r in runs[1:])
+
+
+def test_dask_local_cluster_sweep(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    spec = small_spec(policies=["none", "fixed:3"], rates=[3.0], seeds=[0, 1])
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        df = run_sweep(spec, tmp_path, dask=client, progress=False)
+        assert len(df) == 4 and set(df["status"]) == {"ok"}
+        df_addr = run_sweep(replace(spec, seeds=[2]), tmp_path, dask=cluster.scheduler_address, progress=False)
+    assert len(df_addr) == 6 and set(df_addr["status"]) == {"ok"}
+    local = execute_run(expand_grid(spec)[0])
+    remote = df.set_index("run_id").loc[local["run_id"]]
+    assert remote["mean_e2el_ms"] == local["mean_e2el_ms"]
+
+
+def test_capacity_on_the_simulator_is_deterministic(tmp_path):
+    base = RunSpec("sharegpt", policy="none", max_requests=60)
+    task = CapacityTask(base, (("p99_e2el_ms", 12000.0),), lo=0.5, hi=24.0, tol=1.0)
+    row = capacity_task(task)
+    assert row["status"] == "ok", row["error"]
+    assert row["search_status"] in ("ok", "above-bracket", "below-bracket")
+    assert 0.0 <= row["capacity_rps"] <= 24.0
+    if row["search_status"] == "ok":
+        assert row["bracket_hi"] - row["bracket_lo"] <= 1.0
+        assert row["at_capacity_p99_e2el_ms"] <= 12000.0
+    assert capacity_task(task)["capacity_rps"] == row["capacity_rps"]
+    tasks = capacity_tasks(expand_grid(small_spec(policies=["none", "fixed:3"], rates=[1.0, 2.0])),
+                           {"p99_e2el_ms": 12000.0}, 0.5, 24.0, 1.0)
+    assert len(tasks) == 2
+    df = run_tasks(tasks, tmp_path, capacity_task, workers=2, progress=False, name="capacity")
+    assert (tmp_path / "capacity.parquet").exists() and set(df["status"]) == {"ok"}
+
+
+def test_plots_written(tmp_path):
+    spec = small_spec(policies=["none", "fixed:3"], rates=[2.0, 8.0])
+    df = run_sweep(spec, tmp_path / "runs", workers=0, progress=False)
+    paths = plot_sweep(df, tmp_path / "fig")
+    assert {p.name.split("_")[-3] for p in paths} >= {"latency", "speedup"}
+    assert all(p.stat().st_size > 5000 for p in paths)
+    sp = speedup_table(df)
+    assert set(sp["policy"]) == {"fixed:3"} and (sp["speedup"] > 0).all()
+    steps = simulate(expand_grid(spec)[1], record_steps=True).steps
+    out = plot_timeline(steps, tmp_path / "fig" / "timeline.png", title="fixed:3")
+    assert out.stat().st_size > 5000
+    with pytest.raises(ValueError):
+        plot_timeline(None, tmp_path / "x.png")
+
+
+def test_journal_survives_a_cut_line(tmp_path):
+    run = RunSpec("sharegpt", policy="none", rate=2.0, max_requests=60)
+    run_tasks([run], tmp_path, workers=0, progress=False)
+    with (tmp_path / "runs.jsonl").open("a") as fh:
+        fh.write(json.dumps({"run_id": "x"})[:7])  # an interrupted write
+    seen: list[dict] = []
+    other = replace(run, seed=1)
+    df = run_tasks([run, other], tmp_path, workers=0, progress=False, on_row=seen.append)
+    assert [r["run_id"] for r in seen] == [other.run_id] and len(df) == 2
+    again: list[dict] = []
+    assert len(run_tasks([run, other], tmp_path, workers=0, progress=False, on_row=again.append)) == 2
+    assert again == []
