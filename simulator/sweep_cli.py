@@ -241,6 +241,10 @@ def execute(plan: Plan) -> int:
     failed = int((df["status"] != "ok").sum()) if len(df) else 0
     print(f"sweep: {len(df)} rows ({failed} failed) in {wall:.1f} s -> {table} (+ .csv)")
     _print_table(df, shown)
+    if failed:
+        errors = df.loc[df["status"] != "ok", "error"].value_counts()
+        for message, count in errors.head(3).items():
+            print(f"sweep: {count} run(s) failed: {message}", file=sys.stderr)
     if plan.plot and not plan.capacity and len(df):
         _plots(df, plan)
     return 1 if failed else 0
