@@ -1,0 +1,81 @@
+"""Build a vLLM `num_speculative_tokens_per_batch_size` table by goodput (smartspec-reference.md 6.1 iv, 1.1, 1.4).
+
+For every batch size B, K(B) = argmax over k in 0..max_k of B*l(alpha, k) / T_step(uniform_shape(B, B*ctx, k))
+(policies/goodput.py), then equal neighbours are merged into [[start_bs, end_bs, K], ...].
+
+    python -m policies.build_table --calibration llama3-8b-eagle-h100 --alpha 0.7 --context 512 \
+        --max-k 7 --out table.json
+    simulate ... --policy vllm-table:table=table.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from typing import Sequence
+
+from simulator.costmodel import CalibrationError, CostModel, load_calibration
+
+from policies.goodput import best_uniform_k
+
+
+def build_k_table(cost: CostModel, alpha: float, context_tokens: int, max_k: int,
+                  batch_sizes: Sequence[int]) -> list[list[int]]:
+    """[[start_bs, end_bs, K], ...]: each listed size b covers b..(next listed size - 1), the last only itself."""
+    sizes = sorted(set(int(b) for b in batch_sizes))
+    if not sizes or sizes[0] < 1:
+        raise ValueError("batch sizes must be >= 1")
+    rows: list[list[int]] = []
+    for i, b in enumerate(sizes):
+        end = sizes[i + 1] - 1 if i + 1 < len(sizes) else b
+        k = best_uniform_k(cost, alpha, b, context_tokens, max_k)
+        if rows and rows[-1][2] == k:
+            rows[-1][1] = end
+        else:
+            rows.append([b, end, k])
+    return rows
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m policies.build_table", description=__doc__.splitlines()[0])
+    p.add_argument("--calibration", default="llama3-8b-eagle-h100", help="shipped calibration name or JSON path")
+    p.add_argument("--alpha", type=float, default=0.7, help="per-token acceptance rate in [0, 1]")
+    p.add_argument("--context", type=int, default=512, help="context tokens per request")
+    p.add_argument("--max-k", type=int, default=7, help="largest K to consider")
+    p.add_argument("--max-batch", type=int, default=256, help="table covers batch sizes 1..max-batch")
+    p.add_argument("--out", default="-", help="output JSON path ('-' = stdout)")
+    return p
+
+
+def _fail(message: str) -> int:
+    print(f"build_table: error: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if not (math.isfinite(args.alpha) and 0.0 <= args.alpha <= 1.0):
+        return _fail(f"--alpha {args.alpha} must be in [0, 1]")
+    if args.context < 0 or not 0 <= args.max_k <= 64 or not 1 <= args.max_batch <= 100_000:
+        return _fail("--context must be >= 0, --max-k in 0..64, --max-batch in 1..100000")
+    try:
+        cost = CostModel(load_calibration(args.calibration))
+    except CalibrationError as exc:
+        return _fail(str(exc))
+    table = build_k_table(cost, args.alpha, args.context, args.max_k, range(1, args.max_batch + 1))
+    text = json.dumps(table)
+    if args.out == "-":
+        print(text)
+        return 0
+    try:
+        with open(args.out, "w") as fh:
+            fh.write(text + "\n")
+    except OSError as exc:
+        return _fail(f"--out {args.out}: {exc.strerror or exc}")
+    print(f"wrote {len(table)} ranges to {args.out}: {text}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""TurboSpec V1 AutoTuner (`req-dsd` branch): windowed alpha, 200-step decisions, max-k re-probe.
+
+smartspec-reference.md sections 2.3 (decision), 1.3 (alpha), 1.4 (mixed-batch cost), 5.1:
+
+* alpha = plain mean of the last `window` (100) step ratios rho_step = sum accepted / sum drafted
+  over requests that drafted; 0.5 before any history. `counting=prefix` (default) is the V1
+  code's accepted_r = len(generated_r) - 1; `counting=position` uses the unbiased per-position
+  estimate (policies/estimators.py).
+* At t % interval == 0 (interval 200): scan v = 0..k_max with early stop, NO k=0 bias, pricing
+  the whole step including prefill chunks (batch.prefill_tokens: N_sched_wo_spec).
+* Between decisions every request proposes the last v; at (t+1) % interval == 0 every request
+  proposes k_max (re-probe with full-length drafts, so the window sees long drafts).
+* per_request=1: k_r = round(v* * B * alpha_r / sum_j alpha_j), alpha_r the request's windowed
+  mean of its own step ratios (the global alpha until it has history), clamped to 0..k_max.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from policies.estimators import PerRequestStats, WindowMean, check_counting
+from policies.goodput import scan_uniform_k
+
+
+@dataclass
+class TurboSpec:
+    k_max: int | None = None
+    interval: int = 200
+    window: int = 100
+    initial_alpha: float = 0.5
+    per_request: bool = False
+    counting: str = "prefix"
+    name: str = field(default="turbospec", init=False)
+
+    def __post_init__(self) -> None:
+        check_counting(self.counting)
+        if self.k_max is not None and not 0 <= self.k_max <= 64:
+            raise ValueError("turbospec: k_max must be in 0..64")
+        if not 1 <= self.interval <= 10**9:
+            raise ValueError("turbospec: interval must be >= 1")
+        if not 1 <= self.window <= 10**6:
+            raise ValueError("turbospec: window must be in 1..1000000")
+        if not 0.0 <= self.initial_alpha <= 1.0:
+            raise ValueError("turbospec: initial_alpha must be in [0, 1]")
+        self.estimator = WindowMean(window=self.window, initial=self.initial_alpha, counting=self.counting)
+        self.per_request_stats = PerRequestStats(window=self.window)
+        self.step = 0
+        self.verify_len = 0  # v*, the last decision
+        self.decisions = 0
+
+    def _k_max(self, batch) -> int:
+        return batch.max_k if self.k_max is None else min(self.k_max, batch.max_k)
+
+    def decide(self, batch) -> int:
+        """Section 2.3 get_verified_len: early-stop scan, no bias, mixed batch priced."""
+        self.decisions += 1
+        return scan_uniform_k(batch, self.estimator.alpha, self._k_max(batch), zero_bias=1.0,
+                              include_prefill=True, oom_guard=False)
+
+    def proportional_split(self, batch, v: int) -> list[int]:
+        """k_r = round(v * B * alpha_r / sum_j alpha_j), clamped to 0..k_max."""
+        alphas = [self.per_request_stats.window_mean(r.request_id, self.estimator.alpha) for r in batch.requests]
+        total = sum(alphas)
+        if total <= 0:
+            return [0] * batch.size
+        k_max = self._k_max(batch)
+        return [max(0, min(k_max, round(v * batch.size * a / total))) for a in alphas]
+
+    def propose(self, batch) -> list[int]:
+        t = self.step
+        self.step += 1
+        if t % self.interval == 0:
+            self.verify_len = self.decide(batch)
+        if (t + 1) % self.interval == 0:
+            return [self._k_max(batch)] * batch.size
+        if self.per_request:
+            return self.proportional_split(batch, self.verify_len)
+        return [self.verify_len] * batch.size
+
+    def observe(self, outcome) -> None:
+        self.estimator.update(outcome)
+        if self.per_request:
+            self.per_request_stats.update(outcome, self.counting)
+
+    def estimated_alpha(self) -> float | None:
+        return self.estimator.alpha
+
+
+__all__ = ["TurboSpec"]
