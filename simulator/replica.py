@@ -165,30 +165,48 @@ class Replica:
                 self.wakeup = env.event()
                 yield self.wakeup
                 continue
-            chunked = self.cfg.chunked_prefill
             decoding = [r for r in self.running if r.is_decoding]
-            if not chunked:
+            if not self.cfg.chunked_prefill:
                 prefills = self._admit(self.cfg.max_num_batched_tokens)
-                if prefills:
+                if prefills:  # V0: a step with prefill carries only prefill
                     yield from self._step([], [], prefills)
                     continue
+                ks = self._propose(decoding, [])
+            elif self.cfg.spec_in_prefill_steps:  # V1: decodes and their drafts first, chunks fill the rest
+                ks = self._fit_token_budget(self._propose(decoding, [], self._pending_prefill(len(decoding))))
+                prefills = self._schedule_chunks(self.cfg.max_num_batched_tokens - sum(ks) - len(ks))
             else:
-                prefills = self._continue_chunks(self.cfg.max_num_batched_tokens - len(decoding))
-                budget = self.cfg.max_num_batched_tokens - len(decoding) - sum(c for _, c in prefills)
-                prefills += self._admit(budget)
+                prefills = self._schedule_chunks(self.cfg.max_num_batched_tokens - len(decoding))
+                ks = self._propose(decoding, prefills)
             if not decoding and not prefills:
-                if not self.running:  # queue head cannot be admitted and nothing runs: it will never fit
-                    req = self.waiting.popleft()
-                    self.recorder.fail(req, env.now, "could not be admitted with an empty batch")
-                    continue
-                self.wakeup = env.event()
-                yield self.wakeup
+                if self.running:  # partial prefills stuck for KV blocks: recompute-preempt the newest
+                    self.recorder.preempted(self._preempt_last())
+                elif self.waiting:  # queue head cannot be admitted into an empty replica: it never will
+                    self.recorder.fail(self.waiting.popleft(), env.now, "could not be admitted with an empty batch")
                 continue
-            ks = self._propose(decoding, prefills)
             decoding, ks, preempted = self._reserve_lookahead(decoding, ks)
             if preempted:
                 prefills = [(r, c) for r, c in prefills if r not in preempted]
             yield from self._step(decoding, ks, prefills)
+
+    def _schedule_chunks(self, budget: int) -> list[tuple[Request, int]]:
+        prefills = self._continue_chunks(budget)
+        return prefills + self._admit(budget - sum(c for _, c in prefills))
+
+    def _pending_prefill(self, num_decoding: int) -> int:
+        """Prefill tokens likely to share the step (for pricing mixed batches before the chunks are cut)."""
+        pending = sum(r.prefill_target - r.prefill_done for r in self.running if not r.is_decoding)
+        pending += sum(r.prefill_target for r in self.waiting)
+        return min(pending, max(0, self.cfg.max_num_batched_tokens - num_decoding))
+
+    def _fit_token_budget(self, ks: list[int]) -> list[int]:
+        """Trim the longest proposals until decodes and drafts fit max_num_batched_tokens."""
+        excess = sum(ks) + len(ks) - self.cfg.max_num_batched_tokens
+        while excess > 0 and any(ks):
+            i = max(range(len(ks)), key=ks.__getitem__)
+            ks[i] -= 1
+            excess -= 1
+        return ks
 
     def _continue_chunks(self, budget: int) -> list[tuple[Request, int]]:
         chunks = []
@@ -205,7 +223,7 @@ class Replica:
                 budget -= chunk
         return chunks
 
-    def _propose(self, decoding: list[Request], prefills: list) -> list[int]:
+    def _propose(self, decoding: list[Request], prefills: list, prefill_hint: int = 0) -> list[int]:
         if not decoding:
             return []
         if prefills and not self.cfg.spec_in_prefill_steps:
@@ -217,7 +235,8 @@ class Replica:
         batch = DecodeBatch(
             requests=decoding, cost=self.cost, step_index=self.decode_steps,
             kv_tokens=sum(r.context_tokens for r in decoding), max_k=self.cfg.max_k, style=self.cfg.style,
-            prefill_tokens=sum(c for _, c in prefills), num_prefill=len(prefills), queue_len=len(self.waiting),
+            prefill_tokens=sum(c for _, c in prefills) or prefill_hint, num_prefill=len(prefills),
+            queue_len=len(self.waiting),
             free_kv_tokens=self.free_blocks * self.block_size)
         ks = self.policy.propose(batch)
         max_k, ngram = self.cfg.max_k, self.cfg.style == "ngram"
