@@ -30,10 +30,10 @@ class LogHistogram:
         self._last_value = -1.0
         self._last_bin = 0
 
-    def add(self, value: float) -> None:
-        self.n += 1
-        self.total += value
-        self.total_sq += value * value
+    def add(self, value: float, count: int = 1) -> None:
+        self.n += count
+        self.total += value * count
+        self.total_sq += value * value * count
         if value == self._last_value:
             b = self._last_bin
         else:
@@ -41,7 +41,7 @@ class LogHistogram:
             b = min(b, _NUM_BINS - 1)
             self._last_value, self._last_bin = value, b
         pending = self._pending
-        pending[b] = pending.get(b, 0) + 1
+        pending[b] = pending.get(b, 0) + count
 
     def _flush(self) -> None:
         for b, c in self._pending.items():

@@ -7,6 +7,7 @@ long on the one environment clock, then acceptance is drawn and tokens are emitt
 """
 from __future__ import annotations
 
+import math
 import random
 from collections import deque
 from typing import TYPE_CHECKING, Callable
@@ -25,7 +26,7 @@ class Request:
     __slots__ = ("index", "request_id", "arrival_s", "prompt_tokens", "output_tokens", "alpha", "generated",
                  "prefill_done", "context_tokens", "tokens_left", "drafted_tokens", "accepted_tokens",
                  "ngram_match", "first_token_s", "last_token_s", "num_steps", "preemptions", "blocks",
-                 "replica", "is_decoding")
+                 "replica", "is_decoding", "log_alpha")
 
     def __init__(self, index: int, request_id: int, arrival_s: float, prompt_tokens: int, output_tokens: int,
                  alpha: float):
@@ -49,6 +50,7 @@ class Request:
         self.blocks = 0
         self.replica = -1
         self.is_decoding = False
+        self.log_alpha = math.log(alpha) if 0.0 < alpha < 1.0 else (-math.inf if alpha <= 0.0 else -1e-300)
 
     @property
     def prefill_target(self) -> int:
@@ -240,6 +242,8 @@ class Replica:
             free_kv_tokens=self.free_blocks * self.block_size)
         ks = self.policy.propose(batch)
         max_k, ngram = self.cfg.max_k, self.cfg.style == "ngram"
+        if not ngram and max(ks) <= max_k and min(ks) >= 0 and max(ks) < min(r.tokens_left for r in decoding):
+            return list(ks)  # nothing to cap: the common case
         out = []
         for req, k in zip(decoding, ks):
             if k > max_k:
@@ -309,7 +313,7 @@ class Replica:
         yield self.env.timeout(timing.total_s)
         now = self.env.now
         accepted = self._draw_acceptance(decoding, ks)
-        emitted_total = self._emit_decodes(decoding, ks, accepted, now)
+        emitted_total = self._emit_decodes(decoding, ks, accepted, now, start)
         emitted_total += self._finish_prefill_chunks(prefills, now)
         if decoding:
             self.policy.observe(StepOutcome(decoding, ks, accepted, timing.total_s, self.decode_steps))
@@ -325,12 +329,22 @@ class Replica:
         if mode == "batch":
             u = 1.0 - rng.random()
             return [accepted_chain(r.alpha, k, u) for r, k in zip(decoding, ks)]
-        return [accepted_chain(r.alpha, k, 1.0 - rng.random()) if k else 0 for r, k in zip(decoding, ks)]
+        rand, log = rng.random, math.log
+        out = []
+        for r, k in zip(decoding, ks):
+            if k == 0 or r.alpha <= 0.0:
+                out.append(0)
+            else:  # inversion: P(accepted >= j) = alpha^j  (same law as sequential Bernoulli draws)
+                j = int(log(1.0 - rand()) / r.log_alpha)
+                out.append(j if j < k else k)
+        return out
 
-    def _emit_decodes(self, decoding: list[Request], ks: list[int], accepted: list[int], now: float) -> int:
+    def _emit_decodes(self, decoding: list[Request], ks: list[int], accepted: list[int], now: float,
+                      start: float) -> int:
         total = 0
         finished = []
         itl = self.recorder.itl
+        back_to_back = 0  # requests that also emitted at the end of the previous step: gap = this step
         bs = self.block_size
         freed = 0
         for req, k, acc in zip(decoding, ks, accepted):
@@ -345,7 +359,10 @@ class Replica:
             ctx = req.context_tokens + emitted
             req.context_tokens = ctx
             req.num_steps += 1
-            itl(now - req.last_token_s)
+            if req.last_token_s == start:
+                back_to_back += 1
+            else:
+                itl(now - req.last_token_s)
             req.last_token_s = now
             total += emitted
             keep = -(-ctx // bs)  # give back lookahead slots that rejected drafts did not use
@@ -355,6 +372,8 @@ class Replica:
             if left == emitted:
                 finished.append(req)
         self.free_blocks += freed
+        if back_to_back:
+            self.recorder.itl_many(now - start, back_to_back)
         for req in finished:
             self._finish(req, now)
         return total
