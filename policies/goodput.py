@@ -15,7 +15,9 @@ Conventions shared by all policies (one place, no copies):
   (policies/tree.py); "draft" and "ngram" use the chain formula l(alpha, k).
 * The step is priced with the same StepShape the engine builds from per-request k
   (`simulator.costmodel.shape_from_proposals`): with every request at k and no caps this equals
-  `uniform_shape(B, N_kv, k)`, which reproduces the reference's [DERIVED] k* table.
+  `uniform_shape(B, N_kv, k)`, which reproduces the reference's [DERIVED] k* table. For style
+  "tree" the engine drafts every node in one pass of the tree heads (max_k = 1, one draft batch
+  of the proposing requests), and so do we.
 """
 from __future__ import annotations
 
@@ -65,6 +67,7 @@ class ShapeAggregates:
     kv_tokens: int
     prefill_tokens: int = 0
     num_prefill: int = 0
+    tree: bool = False  # style "tree": one draft pass of the proposing requests drafts every node
     num_proposing: int = 0
     draft_tokens: int = 0
     level_counts: list[int] = field(default_factory=list)  # [j-1] = requests with k >= j
@@ -73,7 +76,7 @@ class ShapeAggregates:
     def of_batch(cls, batch, include_prefill: bool) -> "ShapeAggregates":
         return cls(num_decode=batch.size, kv_tokens=batch.kv_tokens,
                    prefill_tokens=batch.prefill_tokens if include_prefill else 0,
-                   num_prefill=batch.num_prefill if include_prefill else 0)
+                   num_prefill=batch.num_prefill if include_prefill else 0, tree=batch.style == "tree")
 
     def add_token(self, old_k: int) -> None:
         """Request at old_k proposes one more token."""
@@ -105,6 +108,8 @@ class ShapeAggregates:
         if force_levels:
             counts = tuple(max(1, c) for c in counts)
             proposing = max(1, proposing)
+        if self.tree and levels:
+            levels, counts = 1, (proposing,)
         return StepShape(num_decode=self.num_decode, num_proposing=proposing,
                          verify_tokens=self.num_decode + self.draft_tokens, prefill_tokens=self.prefill_tokens,
                          num_prefill=self.num_prefill, kv_tokens=self.kv_tokens, max_k=levels,
@@ -201,13 +206,26 @@ def best_uniform_k(cost: CostModel, alpha: float, batch_size: int, context_token
     return max(range(max_k + 1), key=lambda k: (values[k], -k))
 
 
-def forced_marginal_times(agg: ShapeAggregates, cost: CostModel, levels: int) -> tuple[float, float, float]:
-    """(T, dT of a first draft token of a request, dT of a further token) at agg priced with `levels` forced."""
+def has_knee(cost: CostModel) -> bool:
+    """Whether marginal step times change with the batch (a compute-knee hinge in the calibration)."""
+    cal = cost.calibration
+    draft = cal.draft.forward
+    return bool(cal.target.after_knee_ms or (draft is not None and draft.after_knee_ms))
+
+
+def forced_marginal_times(agg: ShapeAggregates, cost: CostModel, levels: int,
+                          deltas: tuple[float, float] | None = None) -> tuple[float, float, float]:
+    """(T, dT of a first draft token of a request, dT of a further token) at agg priced with `levels` forced.
+
+    Pass `deltas` (dT_first, dT_next) from an earlier call to re-price only T (linear cost models)."""
     base = agg.shape(force_levels=levels)
     t0 = cost.step_time_s(base)
+    if deltas is not None:
+        return t0, deltas[0], deltas[1]
     sizes = base.draft_batch_sizes
     more = (sizes[0] + 1,) + sizes[1:] if sizes else sizes
-    t_next = cost.step_time_s(replace(base, verify_tokens=base.verify_tokens + 1, draft_batch_sizes=more))
+    t_next = cost.step_time_s(replace(base, verify_tokens=base.verify_tokens + 1,
+                                      draft_batch_sizes=sizes if agg.tree else more))
     t_first = cost.step_time_s(replace(base, verify_tokens=base.verify_tokens + 1, draft_batch_sizes=more,
                                        num_proposing=base.num_proposing + 1))
     return t0, max(t_first - t0, 1e-12), max(t_next - t0, 1e-12)
@@ -215,4 +233,4 @@ def forced_marginal_times(agg: ShapeAggregates, cost: CostModel, levels: int) ->
 
 __all__ = ["step_tokens", "token_gain", "usable_k", "running_size", "ShapeAggregates", "batch_shape", "Goodput",
            "uniform_ks", "goodput_of_ks", "uniform_goodput", "kv_would_oom", "early_stop_scan", "scan_uniform_k",
-           "uniform_shape_goodput", "best_uniform_k", "forced_marginal_times", "OOM_FACTOR"]
+           "uniform_shape_goodput", "best_uniform_k", "forced_marginal_times", "has_knee", "OOM_FACTOR"]

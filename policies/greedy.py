@@ -12,7 +12,8 @@ the current goodput). Levels are visited in increasing L, keeping the allocation
 back tokens that no longer beat the goodput, so the whole search costs O(B k_max log B). Each
 depth's result is priced exactly (unforced shape) and the best, including k = 0 for all, wins.
 Step-time deltas are O(1): finite differences of the cost model at the aggregate StepShape
-(policies/goodput.py ShapeAggregates), refreshed at every depth.
+(policies/goodput.py ShapeAggregates), taken once per decision for a linear calibration and
+refreshed at every depth when the calibration has a compute knee.
 
 * `goodput-greedy`: alpha_r = Beta posterior mean with the global windowed estimate as prior
   mean and `prior` pseudo-trials (default 10) as prior strength: alpha_r = (a_r + s*m)/(n_r + s),
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from policies.estimators import PerRequestStats, WindowMean, check_counting
-from policies.goodput import ShapeAggregates, forced_marginal_times, usable_k
+from policies.goodput import ShapeAggregates, forced_marginal_times, has_knee, usable_k
 from policies.tree import tree_node_gains
 
 
@@ -66,6 +67,7 @@ class _GreedySearch:
 
     def __init__(self, batch, gains: list[list[float]], caps: list[int], include_prefill: bool, budget: int):
         self.cost = batch.cost
+        self.linear = not has_knee(batch.cost)  # marginal step times are then the same at every depth
         self.gains, self.caps, self.budget = gains, caps, budget
         self.ks = [0] * batch.size
         self.tokens = float(batch.size)
@@ -98,7 +100,8 @@ class _GreedySearch:
 
     def run_depth(self, depth: int) -> None:
         """Add/give back single tokens until none beats the goodput, `depth` levels priced as paid."""
-        time_s, dt_first, dt_next = forced_marginal_times(self.agg, self.cost, depth)
+        reuse = self.dt if (self.dt is not None and self.linear) else None
+        time_s, dt_first, dt_next = forced_marginal_times(self.agg, self.cost, depth, reuse)
         if self.dt is None or abs(dt_first - self.dt[0]) > 1e-9 * dt_first \
                 or abs(dt_next - self.dt[1]) > 1e-9 * dt_next:
             self._set_ratios(dt_first, dt_next)
