@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--dtype", default="auto", choices=["auto", *DTYPE_BYTES],
                    help="weights/activations dtype; auto = bf16 on cuda, fp32 on cpu")
     d.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    d.add_argument("--cpu-clock", default="wall", choices=["wall", "thread"],
+                   help="CPU timer: wall = time.perf_counter; thread = time.thread_time, CPU time of the "
+                        "timing thread, for shared machines where other processes steal cores (needs --threads 1)")
     g = p.add_argument_group("grid")
     g.add_argument("--grid", default="standard", choices=list(PRESETS), help="grid preset")
     g.add_argument("--batch-sizes", help="comma list of batch sizes (sequences), e.g. 1,4,16")
@@ -79,6 +82,16 @@ def resolve_device(device: str) -> str:
     if device != "cpu":
         raise UsageError(f"--device {device!r}: expected cuda, cuda:N, cpu or auto")
     return device
+
+
+def _set_threads(args, device: str) -> None:
+    import torch
+    if args.threads:
+        if args.threads < 1:
+            raise UsageError("--threads must be >= 1")
+        torch.set_num_threads(args.threads)
+    if args.cpu_clock == "thread" and device == "cpu" and torch.get_num_threads() != 1:
+        raise UsageError("--cpu-clock thread times only the calling thread: add --threads 1")
 
 
 def _check_models(args) -> None:
@@ -116,11 +129,10 @@ def profile(args, argv: list[str]) -> int:
     repeats = args.repeats if args.repeats is not None else (10 if gpu else 3)
     if repeats < 1 or warmup < 0:
         raise UsageError("--repeats must be >= 1 and --warmup >= 0")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    _set_threads(args, device)
     out = args.out or Path("profiles") / f"{_short(args.target)}-{device.split(':')[0]}"
     out.mkdir(parents=True, exist_ok=True)
-    console = Console(stderr=False)
+    console = Console(stderr=False, width=None if sys.stdout.isatty() else 160)
     info = device_info(device, dtype)
     roles = {"target": args.target, **({"draft": args.draft} if args.draft else {})}
     shapes = {role: model_shape(name) for role, name in roles.items()}
@@ -134,7 +146,7 @@ def profile(args, argv: list[str]) -> int:
         with Progress(*columns, console=console, transient=True) as bar:
             task = bar.add_task("measuring", total=len(points))
             done_before = run_grid(
-                points, models, shapes, info, dtype, csv_path, warmup, repeats,
+                points, models, shapes, info, dtype, csv_path, warmup, repeats, args.cpu_clock,
                 on_row=lambda m: (bar.advance(task), None if args.quiet else bar.console.print(describe(m))),
                 on_skip_done=lambda p: bar.advance(task))
     except ProfileMismatch as exc:
@@ -152,6 +164,7 @@ def profile(args, argv: list[str]) -> int:
                   "draft_model": args.draft, "weights": "real" if args.load_weights else "random",
                   "command": "profile-gpu " + shlex.join(argv), "grid": {"preset": args.grid, **spec.as_dict()},
                   "warmup": warmup, "repeats": repeats, "measured_until": stamp(),
+                  "timer": "cuda events" if gpu else f"{args.cpu_clock} clock, {torch.get_num_threads()} threads",
                   "peak_bandwidth_gbs": info.peak_bandwidth_gbs, "peak_tflops": info.peak_tflops}
     cal = build_calibration(rows, name, shapes["target"], shapes.get("draft"), dtype, info.memory_gib,
                             provenance, seed=args.seed)
@@ -168,13 +181,12 @@ def replay(args) -> int:
 
     from profiler.replay import ReplayError, run_replay
     from simulator.costmodel import CalibrationError
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if not args.replay.is_file():
         raise UsageError(f"--replay {args.replay}: file not found")
     if not args.draft:
         raise UsageError("--replay needs --draft (the draft model executes the k_max draft steps)")
     device = resolve_device(args.device)
+    _set_threads(args, device)
     dtype = args.dtype if args.dtype != "auto" else ("bf16" if device.startswith("cuda") else "fp32")
     out = args.out or args.replay.with_name(args.replay.stem + "_replay.csv")
     if out.suffix != ".csv":
@@ -184,7 +196,7 @@ def replay(args) -> int:
     repeats = args.repeats if args.repeats is not None else (5 if device.startswith("cuda") else 1)
     try:
         return run_replay(args.replay, args.target, args.draft, device, dtype, args.calibration, out,
-                          args.replay_max_steps, warmup, repeats, args.load_weights, args.seed)
+                          args.replay_max_steps, warmup, repeats, args.load_weights, args.seed, args.cpu_clock)
     except (ReplayError, CalibrationError) as exc:
         raise UsageError(str(exc)) from None
 

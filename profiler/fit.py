@@ -8,8 +8,9 @@ Model (simulator.costmodel.ForwardCoefficients, milliseconds):
 with N_batched = B * query, N_kv = B * context and, for prefill points only,
 A = B * chunk * (context + chunk / 2). For each candidate knee (the measured N_batched values)
 a weighted least-squares fit (weights 1/t, so relative error is what is minimised) is solved in
-closed form; the knee with the smallest error is kept, or none when no knee helps. Columns that
-the grid cannot tell apart (e.g. B and N_batched when every query is 1) are dropped (coefficient 0).
+closed form; the knee with the smallest error is kept, or none when no knee cuts the error by
+0.1 %. Columns the grid cannot tell apart (e.g. B and N_batched when every query is 1) are
+dropped (coefficient 0).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from simulator.costmodel import ForwardCoefficients
 
 COLUMNS = ("fixed_ms", "per_kv_token_ms", "per_batched_token_ms", "per_seq_ms", "prefill_attention_ms")
 HOLDOUT_FRACTION = 0.2
+MIN_KNEE_GAIN = 1e-3  # a knee must cut the relative squared error by 0.1 % to be kept
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,7 @@ def fit_forward(s: Samples, knees: Sequence[float] | None = None) -> ForwardCoef
         if independent_columns(a) != list(range(a.shape[1])):
             continue
         x, sse = weighted_lstsq(a, s.ms)
-        if x[-1] > 0 and sse < best_sse * (1 - 1e-9):
+        if x[-1] > 0 and sse < best_sse * (1 - MIN_KNEE_GAIN) - 1e-12:
             best_x, best_sse, best_knee, best_slope = x[:-1], sse, knee, float(x[-1])
     values = dict.fromkeys(COLUMNS, 0.0)
     for j, coef in zip(keep, best_x):

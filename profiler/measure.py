@@ -47,6 +47,7 @@ class Measurement:
     cuda: str
     transformers: str
     measured_at: str
+    clock: str = "cuda-events"  # cuda-events, wall (perf_counter) or thread (thread_time, CPU only)
 
 
 FIELDS = [f.name for f in fields(Measurement)]
@@ -77,8 +78,12 @@ def done_keys(rows: Iterable[dict], models: dict[str, str]) -> set[tuple[str, in
 
 def append_row(path: Path, row: Measurement) -> None:
     new = not path.is_file() or path.stat().st_size == 0
+    header = FIELDS
+    if not new:  # keep the columns of a CSV written by another version
+        with path.open(newline="") as fh:
+            header = next(csv.reader(fh))
     with path.open("a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=FIELDS)
+        writer = csv.DictWriter(fh, fieldnames=header, extrasaction="ignore")
         if new:
             writer.writeheader()
         writer.writerow(asdict(row))
@@ -95,12 +100,12 @@ def physical_rates(shape: ModelShape, p: GridPoint, dtype: str, ms: float) -> tu
 
 
 def measure_point(model, shape: ModelShape, p: GridPoint, info: DeviceInfo, dtype: str,
-                  warmup: int, repeats: int) -> Measurement:
+                  warmup: int, repeats: int, clock: str = "wall") -> Measurement:
     """Time one point; an out-of-memory shape comes back as a skipped row instead of an exception."""
     status, reason, t = "ok", "", None
     try:
         t = time_forward(model, p.batch, p.query, p.context, info.device, warmup=warmup, repeats=repeats,
-                         logits_to_keep=1 if p.kind == "prefill" else 0)
+                         logits_to_keep=1 if p.kind == "prefill" else 0, clock=clock)
     except Exception as exc:  # only OOM is expected; anything else is a bug and re-raised
         if not is_oom(exc):
             raise
@@ -109,7 +114,9 @@ def measure_point(model, shape: ModelShape, p: GridPoint, info: DeviceInfo, dtyp
     gbs = tflops = None
     if t is not None:
         gbs, tflops = physical_rates(shape, p, dtype, t.median_ms)
-    return _row(p, shape.name, status, reason, t, gbs, tflops, info, dtype)
+    row = _row(p, shape.name, status, reason, t, gbs, tflops, info, dtype)
+    row.clock = "cuda-events" if info.device.startswith("cuda") else clock
+    return row
 
 
 def _row(p: GridPoint, model: str, status: str, reason: str, t: Timing | None, gbs, tflops,
@@ -137,7 +144,7 @@ def describe(m: Measurement) -> str:
 
 
 def run_grid(points: list[GridPoint], models: dict, shapes: dict[str, ModelShape], info: DeviceInfo,
-             dtype: str, csv_path: Path, warmup: int, repeats: int,
+             dtype: str, csv_path: Path, warmup: int, repeats: int, clock: str = "wall",
              on_row: Callable[[Measurement], None] | None = None,
              on_skip_done: Callable[[GridPoint], None] | None = None) -> int:
     """Measure every point not yet in csv_path; returns how many were measured now."""
@@ -148,7 +155,7 @@ def run_grid(points: list[GridPoint], models: dict, shapes: dict[str, ModelShape
             if on_skip_done:
                 on_skip_done(p)
             continue
-        row = measure_point(models[p.role], shapes[p.role], p, info, dtype, warmup, repeats)
+        row = measure_point(models[p.role], shapes[p.role], p, info, dtype, warmup, repeats, clock)
         append_row(csv_path, row)
         done.add(p.key)
         measured += 1

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from profiler.models import build_model
-from profiler.timing import _sync, make_cache, time_forward, trim_cache
+from profiler.timing import _sync, cpu_clock, make_cache, time_forward, trim_cache
 from simulator.costmodel import CostModel, StepShape, load_calibration
 
 STEP_COLUMNS = ("num_decode", "num_prefill", "prefill_tokens", "verify_tokens", "kv_tokens", "k_max",
@@ -98,23 +98,25 @@ def sample_evenly(steps: list[Step], max_steps: int) -> list[Step]:
     return [steps[i] for i in idx]
 
 
-def time_draft_steps(model, batch: int, context: int, k: int, device: str, warmup: int, repeats: int) -> float:
+def time_draft_steps(model, batch: int, context: int, k: int, device: str, warmup: int, repeats: int,
+                     clock: str = "wall") -> float:
     """Median ms of k sequential one-token draft forwards (the cache grows by one token per step)."""
     dtype = next(model.parameters()).dtype
     ids = torch.zeros(batch, 1, dtype=torch.long, device=device)
     cache = make_cache(model, batch, context, device, dtype)
     samples = []
+    now = time.perf_counter if device.startswith("cuda") else cpu_clock(clock)
     with torch.inference_mode():
         for i in range(warmup + repeats):
             trim_cache(cache, context)
             _sync(device)
-            t0 = time.perf_counter()
+            t0 = now()
             for j in range(k):
                 pos = torch.full((batch, 1), context + j, device=device)
                 model(input_ids=ids, past_key_values=cache, position_ids=pos, use_cache=True)
             _sync(device)
             if i >= warmup:
-                samples.append((time.perf_counter() - t0) * 1000.0)
+                samples.append((now() - t0) * 1000.0)
     return float(np.median(samples))
 
 
@@ -137,19 +139,21 @@ class ReplayRow:
     error_pct: float  # (predicted - measured) / measured
 
 
-def execute_step(step: Step, target, draft, device: str, warmup: int, repeats: int, memo: dict) -> tuple[float, float]:
+def execute_step(step: Step, target, draft, device: str, warmup: int, repeats: int, memo: dict,
+                 clock: str = "wall") -> tuple[float, float]:
     """Measured (draft_s, verify_s) of one step; identical shapes are timed once."""
     key = (step.num_decode, step.query, step.context, step.prefill_seqs, step.chunk, step.k_max)
     if key not in memo:
         verify_ms = draft_ms = 0.0
         if step.num_decode:
             verify_ms += time_forward(target, step.num_decode, step.query, step.context, device, warmup,
-                                      repeats).median_ms
+                                      repeats, clock=clock).median_ms
         if step.chunk:
             verify_ms += time_forward(target, step.prefill_seqs, step.chunk, step.context, device, warmup,
-                                      repeats, logits_to_keep=1).median_ms
+                                      repeats, logits_to_keep=1, clock=clock).median_ms
         if step.k_max and step.num_decode:
-            draft_ms = time_draft_steps(draft, step.num_decode, step.context, step.k_max, device, warmup, repeats)
+            draft_ms = time_draft_steps(draft, step.num_decode, step.context, step.k_max, device, warmup, repeats,
+                                        clock)
         memo[key] = (draft_ms / 1000.0, verify_ms / 1000.0)
     return memo[key]
 
@@ -165,7 +169,7 @@ def predict(step: Step, model: CostModel | None) -> tuple[float, float, float]:
 
 def run_replay(steps_csv: Path, target: str, draft: str, device: str, dtype: str, calibration: str | None,
                out: Path, max_steps: int, warmup: int, repeats: int, load_weights: bool = False,
-               seed: int = 0) -> int:
+               seed: int = 0, clock: str = "wall") -> int:
     """Replay the sampled steps, write per-step rows to `out`, print total and mean error; returns 0."""
     steps = sample_evenly(read_steps(steps_csv), max_steps)
     if not steps:
@@ -175,7 +179,7 @@ def run_replay(steps_csv: Path, target: str, draft: str, device: str, dtype: str
     memo: dict = {}
     rows = []
     for s in steps:
-        m_draft, m_verify = execute_step(s, *models, device, warmup, repeats, memo)
+        m_draft, m_verify = execute_step(s, *models, device, warmup, repeats, memo, clock)
         p_draft, p_verify, p_total = predict(s, cost)
         measured = m_draft + m_verify
         err = (p_total - measured) / measured * 100.0 if measured > 0 else float("nan")

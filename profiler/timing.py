@@ -4,7 +4,8 @@ Before the timed forwards, a KV cache (`transformers.DynamicCache`) holding `con
 sequence is filled with random keys and values (the same tensors a prefill would leave; their
 creation is not timed). Each repeat runs `batch x query` new tokens through the model, then the
 cache is cut back to `context` tokens outside the timed region. GPU timing uses CUDA events and
-`torch.cuda.synchronize`; CPU timing uses `time.perf_counter`.
+`torch.cuda.synchronize`; CPU timing uses `time.perf_counter`, or `time.thread_time` (`clock="thread"`,
+single-threaded torch only) on a shared machine where other processes steal the core.
 """
 from __future__ import annotations
 
@@ -95,10 +96,11 @@ def make_cache(model, batch: int, context: int, device: str, dtype):
     kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
     cache = DynamicCache(config=cfg)
-    for layer in range(cfg.num_hidden_layers):
-        k = torch.randn(batch, kv_heads, context, head_dim, device=device, dtype=dtype)
-        v = torch.randn(batch, kv_heads, context, head_dim, device=device, dtype=dtype)
-        cache.update(k, v, layer)
+    gen = torch.Generator(device=device).manual_seed(context)
+    k = torch.randn(batch, kv_heads, context, head_dim, device=device, dtype=dtype, generator=gen)
+    v = torch.randn(batch, kv_heads, context, head_dim, device=device, dtype=dtype, generator=gen)
+    for layer in range(cfg.num_hidden_layers):  # own copies per layer, so memory use is real
+        cache.update(k.clone(), v.clone(), layer)
     return cache
 
 
@@ -115,7 +117,7 @@ def _sync(device: str) -> None:
 
 
 def time_forward(model, batch: int, query: int, context: int, device: str, warmup: int = 1,
-                 repeats: int = 3, logits_to_keep: int = 0, seed: int = 0) -> Timing:
+                 repeats: int = 3, logits_to_keep: int = 0, seed: int = 0, clock: str = "wall") -> Timing:
     """Median/p10/p90 latency of model(batch x query new tokens) over a `context`-token KV cache."""
     dtype = next(model.parameters()).dtype
     gen = torch.Generator(device="cpu").manual_seed(seed)
@@ -128,14 +130,20 @@ def time_forward(model, batch: int, query: int, context: int, device: str, warmu
             trim_cache(cache, context)
             _sync(device)
             ms = _timed_call(lambda: model(input_ids=ids, past_key_values=cache, position_ids=positions,
-                                           use_cache=True, logits_to_keep=logits_to_keep), device)
+                                           use_cache=True, logits_to_keep=logits_to_keep), device, clock)
             if i >= warmup:
                 samples.append(ms)
     del cache
     return summarize(samples)
 
 
-def _timed_call(fn, device: str) -> float:
+def cpu_clock(clock: str):
+    """perf_counter (wall time) or thread_time (CPU time of this thread: immune to other processes
+    taking the core, exact for latency only when torch runs single-threaded)."""
+    return time.thread_time if clock == "thread" else time.perf_counter
+
+
+def _timed_call(fn, device: str, clock: str = "wall") -> float:
     if device.startswith("cuda"):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
@@ -143,9 +151,10 @@ def _timed_call(fn, device: str) -> float:
         end.record()
         torch.cuda.synchronize()
         return float(start.elapsed_time(end))
-    t0 = time.perf_counter()
+    now = cpu_clock(clock)
+    t0 = now()
     fn()
-    return (time.perf_counter() - t0) * 1000.0
+    return (now() - t0) * 1000.0
 
 
 def is_oom(exc: BaseException) -> bool:
