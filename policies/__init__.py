@@ -93,7 +93,7 @@ def _turbospec(params: dict[str, str]) -> Policy:
     return TurboSpec(k_max=_int(params, "k_max", None, 0, 64), interval=_int(params, "interval", 200, 1),
                      window=_int(params, "window", 100, 1, 10**6),
                      initial_alpha=_float(params, "initial_alpha", 0.5, 0.0, 1.0),
-                     per_request=_bool(params, "per_request", False), counting=_str(params, "counting", "prefix"))
+                     per_request=_bool(params, "per_request", False), counting=_str(params, "counting", "position"))
 
 
 def _goodput_greedy(params: dict[str, str]) -> Policy:

@@ -87,7 +87,7 @@ class WindowMean:
 
     window: int = 100
     initial: float = 0.5
-    counting: str = "prefix"
+    counting: str = "position"
     history: deque = field(default_factory=deque)
 
     def __post_init__(self) -> None:

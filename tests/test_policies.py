@@ -159,7 +159,7 @@ def test_smartspec_ngram_40_zero_rule_and_clear_after_100():
 
 # ---- TurboSpec: window of 100, 200-step decisions, re-probe at max k (section 2.3) ----------
 def test_turbospec_window_mean_of_last_100_steps():
-    p = TurboSpec()
+    p = TurboSpec(counting="prefix")  # V1's literal rho_step = sum accepted / sum drafted
     assert p.estimated_alpha() == 0.5
     p.observe(outcome([0, 0], [0, 0]))  # no drafts: no sample
     assert p.estimated_alpha() == 0.5
@@ -167,6 +167,13 @@ def test_turbospec_window_mean_of_last_100_steps():
         p.observe(outcome([4, 4], [i % 5, 0]))  # rho_step = (i % 5) / 8
     expected = sum((i % 5) / 8 for i in range(50, 150)) / 100
     assert p.estimated_alpha() == pytest.approx(expected)
+
+
+def test_turbospec_default_counts_per_position():
+    p = TurboSpec()
+    p.observe(outcome([4, 4], [2, 4]))  # 6 accepted, 1 rejection
+    p.observe(outcome([4, 4], [0, 0]))  # 0 accepted, 2 rejections
+    assert p.estimated_alpha() == pytest.approx((6 / 7 + 0.0) / 2)
 
 
 def test_turbospec_decides_every_200_steps_with_max_k_reprobe():
@@ -187,7 +194,7 @@ def test_turbospec_per_request_proportional_split():
     p = TurboSpec(initial_alpha=0.7, per_request=True)
     p.observe(outcome([4, 4, 4, 4], [4, 4, 0, 0]))  # requests 0,1 accept everything, 2,3 nothing
     batch = make_batch(4)
-    ks = p.propose(batch)  # v* by the windowed global alpha (0.5), split by own acceptance
+    ks = p.propose(batch)  # v* by the windowed global alpha, split by each request's own acceptance
     v = p.verify_len
     assert ks == [min(7, round(v * 4 * 1.0 / 2.0))] * 2 + [0, 0]
 
