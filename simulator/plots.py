@@ -110,8 +110,10 @@ def plot_timeline(steps: pd.DataFrame, path: str | Path, title: str = "", window
         tag = f" (replica {replica})" if s["replica"].nunique() > 1 else ""
         ax_k.plot(r["start_s"], r["k_mean"].rolling(window, min_periods=1).mean(), lw=1.2,
                   label=f"mean k, rolling {window} steps{tag}")
-        if "k_max" in r:
-            ax_k.plot(r["start_s"], r["k_max"], lw=0.5, alpha=0.35, label=f"max k per step{tag}")
+        if "num_prefill" in r:  # V0 engines do not speculate in steps that carry prefill
+            dec = r[r["num_prefill"] == 0]
+            ax_k.plot(dec["start_s"], dec["k_mean"].rolling(window, min_periods=1).mean(), lw=0.8,
+                      alpha=0.7, ls="--", label=f"mean k, decode-only steps{tag}")
         if "est_alpha" in r and r["est_alpha"].notna().any():
             ax_a.plot(r["start_s"], r["est_alpha"], lw=1.2, label=f"estimated acceptance{tag}")
         if {"proposed", "accepted"} <= set(r.columns):

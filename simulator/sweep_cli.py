@@ -290,11 +290,13 @@ def _plots(df, plan: Plan) -> None:
 
 
 def _timeline_run(plan: Plan):
-    """The run to re-simulate with step logs: first non-`none` policy at the middle rate, first seed."""
+    """The run to re-simulate with step logs: the first adaptive policy (else the first non-`none`
+    one) at the middle rate or time scale, first seed."""
     from dataclasses import replace
 
     runs = expand_grid(plan.spec)
-    spec_runs = [r for r in runs if r.policy != "none"] or runs
+    spec_runs = ([r for r in runs if r.policy.split(":")[0] not in ("none", "fixed")]
+                 or [r for r in runs if r.policy != "none"] or runs)
     if not spec_runs:
         return None
     keyed = sorted({(r.rate or 0.0, r.time_scale) for r in spec_runs})
