@@ -15,6 +15,7 @@ one-line message; it does not stop the others.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -164,15 +165,23 @@ def build_trace(run: RunSpec):
     if run.trace == SYNTHETIC:
         count = {"duration_s": run.duration_s} if run.max_requests is None else {"num_requests": run.max_requests}
         return traces.synthetic_trace(run.rate, seed=run.seed, **count)
-    path = resolve_trace(run.trace)
+    path = str(resolve_trace(run.trace))
     if run.rate is None:
-        return traces.load_trace(path, time_scale=run.time_scale, max_requests=run.max_requests,
-                                 duration_s=run.duration_s)
-    lengths = traces.load_trace(path)
+        return _load_trace(path, os.path.getmtime(path), run.time_scale, run.max_requests, run.duration_s)
+    lengths = _load_trace(path, os.path.getmtime(path), 1.0, None, None)
     if run.duration_s is not None and run.max_requests is None:
         return traces.synthetic_trace(run.rate, duration_s=run.duration_s, lengths_from=lengths, seed=run.seed)
     return traces.synthetic_trace(run.rate, num_requests=run.max_requests or len(lengths),
                                   lengths_from=lengths, seed=run.seed)
+
+
+@functools.lru_cache(maxsize=16)
+def _load_trace(path: str, mtime: float, time_scale: float, max_requests: int | None,
+                duration_s: float | None):
+    """Traces are immutable, so a worker parses each file once for all its runs (keyed by mtime)."""
+    import traces
+
+    return traces.load_trace(path, time_scale=time_scale, max_requests=max_requests, duration_s=duration_s)
 
 
 def offered_rate(trace: Any) -> float | None:
@@ -365,7 +374,7 @@ def run_tasks(tasks: Sequence[Task], out_dir: str | os.PathLike, fn: Callable = 
     store = ResultStore.open(out_dir, name)
     done = store.finished()
     todo = [t for t in tasks if t.run_id not in done]
-    bar = _progress(progress, total=len(tasks), skipped=len(tasks) - len(todo))
+    bar = _Bar(progress, total=len(tasks), skipped=len(tasks) - len(todo))
     try:
         with bar:
             for row in iter_results(fn, todo, workers, dask) if todo else ():
@@ -385,38 +394,28 @@ def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike, workers: int = 2, das
 
 
 class _Bar:
-    """A rich progress bar counting finished and failed runs (or a silent stand-in)."""
+    """A rich progress bar counting finished, resumed and failed runs (silent when disabled)."""
 
     def __init__(self, enabled: bool, total: int, skipped: int) -> None:
-        self.errors = 0
-        self.progress = None
-        if enabled:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn, TimeRemainingColumn)
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
 
-            self.progress = Progress(TextColumn("[bold]sweep[/] {task.description}"), BarColumn(),
-                                     MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-            self.task = self.progress.add_task(f"({skipped} resumed)", total=total, completed=skipped)
-            self.skipped = skipped
+        self.errors, self.skipped = 0, skipped
+        self.progress = Progress(TextColumn("[bold]sweep[/] {task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                                 disable=not enabled)
+        self.task = self.progress.add_task(f"({skipped} resumed)", total=total, completed=skipped)
 
     def __enter__(self) -> "_Bar":
-        if self.progress:
-            self.progress.__enter__()
+        self.progress.__enter__()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self.progress:
-            self.progress.__exit__(*exc)
+        self.progress.__exit__(*exc)
 
     def advance(self, row: dict[str, Any]) -> None:
         self.errors += row.get("status") != STATUS_OK
-        if self.progress:
-            desc = f"({self.skipped} resumed, {self.errors} failed)"
-            self.progress.update(self.task, advance=1, description=desc)
-
-
-def _progress(enabled: bool, total: int, skipped: int) -> _Bar:
-    return _Bar(enabled, total, skipped)
+        self.progress.update(self.task, advance=1, description=f"({self.skipped} resumed, {self.errors} failed)")
 
 
 def summarize(df: pd.DataFrame, metrics: Iterable[str] = ("mean_e2el_ms", "p99_e2el_ms",
