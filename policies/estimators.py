@@ -106,6 +106,39 @@ class WindowMean:
 
 
 @dataclass
+class PooledWindow:
+    """Token-weighted acceptance over the last `window` drafting steps, shrunk toward `initial` by
+    `prior` pseudo-trials: alpha = (A + prior*initial) / (trials + prior). The shrinkage keeps one
+    unlucky early step from collapsing the estimate to 0 (after which k = 0 would yield no samples)."""
+
+    window: int = 100
+    initial: float = 0.7
+    prior: float = 10.0
+    counting: str = "position"
+    steps: deque = field(default_factory=deque)
+    accepted: int = 0
+    trials: int = 0
+
+    @property
+    def alpha(self) -> float:
+        return (self.accepted + self.prior * self.initial) / (self.trials + self.prior) \
+            if self.trials + self.prior > 0 else self.initial
+
+    def update(self, outcome) -> None:
+        step = outcome_counts(outcome)
+        if step.drafted <= 0:
+            return
+        trials = step.drafted if self.counting == "prefix" else step.accepted + step.rejections
+        self.steps.append((step.accepted, trials))
+        self.accepted += step.accepted
+        self.trials += trials
+        if len(self.steps) > self.window:
+            old_accepted, old_trials = self.steps.popleft()
+            self.accepted -= old_accepted
+            self.trials -= old_trials
+
+
+@dataclass
 class PerRequestStats:
     """Per-request counters keyed by request_id, pruned when a request is not seen for `ttl` steps."""
 
@@ -151,4 +184,4 @@ class PerRequestStats:
 
 
 __all__ = ["COUNTINGS", "StepCounts", "outcome_counts", "check_counting", "LifetimeEma", "WindowMean",
-           "PerRequestStats"]
+           "PooledWindow", "PerRequestStats"]

@@ -15,10 +15,13 @@ Step-time deltas are O(1): finite differences of the cost model at the aggregate
 (policies/goodput.py ShapeAggregates), taken once per decision for a linear calibration and
 refreshed at every depth when the calibration has a compute knee.
 
-* `goodput-greedy`: alpha_r = Beta posterior mean with the global windowed estimate as prior
-  mean and `prior` pseudo-trials (default 10) as prior strength: alpha_r = (a_r + s*m)/(n_r + s),
-  a_r accepted drafts and n_r trials (accepted + rejections, the per-position estimate of
-  policies/estimators.py). Decided every step.
+* `goodput-greedy`: alpha_r = Beta posterior mean with the global estimate m as prior mean and
+  `prior` pseudo-trials (default 10) as prior strength: alpha_r = (a_r + s*m)/(n_r + s), a_r
+  accepted drafts and n_r trials (accepted + rejections, the per-position estimate of
+  policies/estimators.py). m itself is the pooled acceptance of the last `window` drafting steps,
+  shrunk the same way toward `initial_alpha` (PooledWindow), so that an unlucky first step cannot
+  drive m to 0 and k to 0 for good. Decided every step. For style "tree" the per-position ratio
+  counts any accepted node, so it slightly overstates the top-1 alpha of policies/tree.py.
 * `oracle`: the same allocation with each request's TRUE alpha. Not implementable; an upper
   bound for analysis only.
 """
@@ -28,7 +31,7 @@ import heapq
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from policies.estimators import PerRequestStats, WindowMean, check_counting
+from policies.estimators import PerRequestStats, PooledWindow, check_counting
 from policies.goodput import ShapeAggregates, forced_marginal_times, has_knee, usable_k
 from policies.tree import tree_node_gains
 
@@ -191,7 +194,8 @@ class GoodputGreedy:
             raise ValueError("goodput-greedy: initial_alpha must be in [0, 1]")
         if not 1 <= self.window <= 10**6:
             raise ValueError("goodput-greedy: window must be in 1..1000000")
-        self.global_alpha = WindowMean(window=self.window, initial=self.initial_alpha, counting=self.counting)
+        self.global_alpha = PooledWindow(window=self.window, initial=self.initial_alpha, prior=self.prior,
+                                         counting=self.counting)
         self.stats = PerRequestStats(window=self.window)
         self.last: Allocation | None = None
 

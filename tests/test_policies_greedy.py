@@ -13,7 +13,7 @@ from hypothesis import given, settings, strategies as st
 from policies import PolicySpecError, make_policy
 from policies.base import DecodeBatch, StepOutcome
 from policies.build_table import build_k_table, main as build_table_main
-from policies.goodput import best_uniform_k, goodput_of_ks, scan_uniform_k, step_tokens
+from policies.goodput import batch_shape, best_uniform_k, goodput_of_ks, scan_uniform_k, step_tokens
 from policies.greedy import GoodputGreedy, allocate_greedy
 from policies.tree import expected_accepted_tree, sample_accepted_tree
 from simulator.costmodel import CostModel, expected_tokens, load_calibration
@@ -104,6 +104,22 @@ def test_goodput_greedy_learns_per_request_alpha_without_reading_it():
     ks = p.propose(batch)
     assert ks[0] >= ks[3]
     assert all(r.alpha_reads == 0 for r in batch.requests)
+
+
+def test_goodput_greedy_survives_an_unlucky_first_step():
+    p = GoodputGreedy()
+    batch = make_batch([0.7])
+    assert p.propose(batch) == [5]  # k* at B=1, alpha 0.7
+    p.observe(StepOutcome(batch.requests, [5], [0], 0.01, 0))  # one rejection must not pin alpha to 0
+    assert p.estimated_alpha() == pytest.approx((0 + 10 * 0.7) / (1 + 10))
+    assert p.propose(batch)[0] > 0
+
+
+def test_tree_steps_are_priced_as_one_draft_pass():
+    shape = batch_shape(make_batch([0.7] * 3, style="tree"), [3, 0, 2])
+    assert (shape.max_k, shape.draft_batch_sizes, shape.verify_tokens, shape.num_proposing) == (1, (2,), 8, 2)
+    chain = batch_shape(make_batch([0.7] * 3), [3, 0, 2])
+    assert (chain.max_k, chain.draft_batch_sizes) == (3, (2, 2, 1))
 
 
 def test_oracle_reads_true_alpha():
