@@ -58,7 +58,7 @@ def fit_summary(cal: Calibration) -> str:
         if coef is None:
             continue
         err = cal.fit_error.get(role, {})
-        knee = f", knee {coef.knee_tokens:g} tok +{coef.after_knee_ms:.3g} ms/tok" if coef.after_knee_ms else ""
+        knee = f", knee at {coef.knee_tokens:g} tok, slope {coef.after_knee_ms:+.3g} ms/tok after it" if coef.after_knee_ms else ""
         held = (f"held-out MAPE {err.get('mape_pct')} % (max {err.get('max_ape_pct')} %, "
                 f"n_test {err.get('n_test')})")
         lines.append(f"{role}: {coef.fixed_ms:.4g} ms + {coef.per_kv_token_ms:.3g} ms/kv-tok + "

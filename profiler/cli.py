@@ -166,8 +166,12 @@ def profile(args, argv: list[str]) -> int:
                   "warmup": warmup, "repeats": repeats, "measured_until": stamp(),
                   "timer": "cuda events" if gpu else f"{args.cpu_clock} clock, {torch.get_num_threads()} threads",
                   "peak_bandwidth_gbs": info.peak_bandwidth_gbs, "peak_tflops": info.peak_tflops}
-    cal = build_calibration(rows, name, shapes["target"], shapes.get("draft"), dtype, info.memory_gib,
-                            provenance, seed=args.seed)
+    try:
+        cal = build_calibration(rows, name, shapes["target"], shapes.get("draft"), dtype, info.memory_gib,
+                                provenance, seed=args.seed)
+    except ValueError as exc:  # e.g. every target point was skipped
+        print(f"profile-gpu: cannot fit a calibration: {exc} (measurements kept in {csv_path})", file=sys.stderr)
+        return 1
     save_calibration(cal, out / "calibration.json")
     fits = {"target": cal.target, **({"draft": cal.draft.forward} if cal.draft.forward else {})}
     plots = write_plots(rows, fits, out)

@@ -9,7 +9,7 @@ with N_batched = B * query, N_kv = B * context and, for prefill points only,
 A = B * chunk * (context + chunk / 2). For each candidate knee (the measured N_batched values)
 a weighted least-squares fit (weights 1/t, so relative error is what is minimised) is solved in
 closed form; the knee with the smallest error is kept, or none when no knee cuts the error by
-0.1 %. Columns the grid cannot tell apart (e.g. B and N_batched when every query is 1) are
+0.1 %. The slope may rise or fall at the knee, as long as latency keeps growing with tokens. Columns the grid cannot tell apart (e.g. B and N_batched when every query is 1) are
 dropped (coefficient 0).
 """
 from __future__ import annotations
@@ -88,28 +88,51 @@ def knee_candidates(batched: np.ndarray, min_each_side: int = 2) -> list[float]:
     return [float(v) for v in values[min_each_side - 1:len(values) - min_each_side]]
 
 
+NONNEGATIVE = (1, 2, 4)  # per_kv_token, per_batched_token, prefill_attention: costs cannot be negative
+
+
+def solve(base: np.ndarray, cols: list[int], hinge: np.ndarray | None, y: np.ndarray):
+    """Weighted least squares on base[:, cols] (+ hinge); a cost column fitted negative is dropped
+    (set to 0) and the rest refitted, until all are non-negative. Returns ({col: coef}, slope, sse)."""
+    cols = list(cols)
+    while True:
+        a = base[:, cols] if hinge is None else np.column_stack([base[:, cols], hinge])
+        x, sse = weighted_lstsq(a, y)
+        coefs = dict(zip(cols, x))
+        negative = [j for j in cols if j in NONNEGATIVE and coefs[j] < 0]
+        if not negative:
+            return coefs, (float(x[-1]) if hinge is not None else 0.0), sse
+        cols.remove(min(negative, key=lambda j: coefs[j] * np.abs(base[:, j]).max()))
+
+
+def monotone_hinge(coefs: dict, slope: float) -> bool:
+    """Latency must not fall with more tokens on either side of the knee. The slope may rise after
+    the knee (GPU: compute-bound past the knee) or drop (CPU: batch 1 runs a GEMV, bigger batches a GEMM)."""
+    before = coefs.get(2, 0.0)
+    return slope != 0 and before >= 0 and before + slope >= 0
+
+
 def fit_forward(s: Samples, knees: Sequence[float] | None = None) -> ForwardCoefficients:
     """Closed-form fit of ForwardCoefficients, searching the knee over `knees` (default: measured N_batched)."""
     if len(s) == 0:
         raise ValueError("no measured points to fit")
     base = design(s)
     keep = independent_columns(base)
-    best_x, best_sse = weighted_lstsq(base[:, keep], s.ms)
-    best_knee, best_slope = 0.0, 0.0
+    best, best_slope, best_sse = solve(base, keep, None, s.ms)
+    best_knee = 0.0
     for knee in (knee_candidates(s.batched) if knees is None else knees):
         hinge = np.maximum(0.0, s.batched - knee)
         if np.count_nonzero(hinge) == 0 or np.count_nonzero(hinge) == len(hinge):
             continue
-        a = np.column_stack([base[:, keep], hinge])
-        if independent_columns(a) != list(range(a.shape[1])):
+        if independent_columns(np.column_stack([base[:, keep], hinge])) != list(range(len(keep) + 1)):
             continue
-        x, sse = weighted_lstsq(a, s.ms)
-        if x[-1] > 0 and sse < best_sse * (1 - MIN_KNEE_GAIN) - 1e-12:
-            best_x, best_sse, best_knee, best_slope = x[:-1], sse, knee, float(x[-1])
+        coefs, slope, sse = solve(base, keep, hinge, s.ms)
+        if monotone_hinge(coefs, slope) and sse < best_sse * (1 - MIN_KNEE_GAIN) - 1e-12:
+            best, best_slope, best_sse, best_knee = coefs, slope, sse, knee
     values = dict.fromkeys(COLUMNS, 0.0)
-    for j, coef in zip(keep, best_x):
+    for j, coef in best.items():
         values[COLUMNS[j]] = float(coef)
-    return ForwardCoefficients(knee_tokens=best_knee, after_knee_ms=best_slope, **values)
+    return ForwardCoefficients(knee_tokens=best_knee if best_slope else 0.0, after_knee_ms=best_slope, **values)
 
 
 def predict_ms(coef: ForwardCoefficients, s: Samples) -> np.ndarray:
@@ -153,7 +176,10 @@ def fit_role(s: Samples, seed: int = 0) -> RoleFit:
 
 def fit_profile(rows: Sequence[dict], seed: int = 0) -> tuple[RoleFit, RoleFit | None, dict]:
     """Target and draft fits plus the combined held-out error for Calibration.fit_error."""
-    target = fit_role(samples_from_rows(rows, "target"), seed)
+    target_samples = samples_from_rows(rows, "target")
+    if len(target_samples) < 6:
+        raise ValueError(f"only {len(target_samples)} target points were measured (need at least 6)")
+    target = fit_role(target_samples, seed)
     draft_samples = samples_from_rows(rows, "draft")
     draft = fit_role(draft_samples, seed) if len(draft_samples) else None
     errs = np.concatenate([target.test_ape] + ([draft.test_ape] if draft else []))

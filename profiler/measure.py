@@ -64,14 +64,19 @@ def read_measurements(path: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
-def done_keys(rows: Iterable[dict], models: dict[str, str]) -> set[tuple[str, int, int, int]]:
-    """Keys of finished points; refuses to mix models within one role."""
+def done_keys(rows: Iterable[dict], models: dict[str, str], device: str | None = None,
+              dtype: str | None = None) -> set[tuple[str, int, int, int]]:
+    """Keys of finished points; refuses to mix models, devices or dtypes in one directory."""
     keys = set()
     for r in rows:
         role = r["role"]
         if role in models and r["model"] != models[role]:
             raise ProfileMismatch(f"{role} measurements in this directory are of {r['model']!r}, "
                                   f"not {models[role]!r}: use another --out")
+        for col, want in (("device", device), ("dtype", dtype)):
+            if want is not None and r.get(col) != want:
+                raise ProfileMismatch(f"measurements in this directory were taken with {col} {r.get(col)!r}, "
+                                      f"not {want!r}: use another --out")
         keys.add((role, int(r["batch"]), int(r["query"]), int(r["context"])))
     return keys
 
@@ -110,7 +115,8 @@ def measure_point(model, shape: ModelShape, p: GridPoint, info: DeviceInfo, dtyp
         if not is_oom(exc):
             raise
         status, reason = "skipped", f"out of memory: {str(exc).splitlines()[0][:160]}"
-        free_memory(info.device)
+    if t is None:
+        free_memory(info.device)  # outside the except block, so the traceback's tensors are gone
     gbs = tflops = None
     if t is not None:
         gbs, tflops = physical_rates(shape, p, dtype, t.median_ms)
@@ -148,7 +154,7 @@ def run_grid(points: list[GridPoint], models: dict, shapes: dict[str, ModelShape
              on_row: Callable[[Measurement], None] | None = None,
              on_skip_done: Callable[[GridPoint], None] | None = None) -> int:
     """Measure every point not yet in csv_path; returns how many were measured now."""
-    done = done_keys(read_measurements(csv_path), {role: s.name for role, s in shapes.items()})
+    done = done_keys(read_measurements(csv_path), {role: s.name for role, s in shapes.items()}, info.name, dtype)
     measured = 0
     for p in points:
         if p.key in done:

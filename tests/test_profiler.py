@@ -212,3 +212,30 @@ def test_replay_executes_steps_and_compares(profile_dir, tmp_path, capsys):
     bad.write_text("num_decode,kv_tokens\n1,2\n")
     assert cli.main(TINY + ["--replay", str(bad)]) == 2
     assert "missing column(s)" in capsys.readouterr().err
+
+
+def test_fit_keeps_costs_non_negative_under_noise():
+    rng = np.random.default_rng(1)
+    true = ForwardCoefficients(fixed_ms=20.0, per_batched_token_ms=0.5, per_seq_ms=0.2)  # no KV cost at all
+    s = synthetic(true)
+    noisy = Samples(s.batched, s.kv, s.seqs, s.attn2, s.ms * rng.uniform(0.9, 1.1, len(s.ms)))
+    got = fit_forward(noisy)
+    assert got.per_kv_token_ms >= 0 and got.prefill_attention_ms >= 0 and got.per_batched_token_ms >= 0
+    pred = predict_ms(got, noisy)
+    assert np.mean(np.abs(pred - noisy.ms) / noisy.ms) < 0.08
+
+
+def test_resume_refuses_another_model_or_dtype(profile_dir, capsys):
+    assert cli.main(TINY + SMALL_GRID + ["--dtype", "bf16", "--out", str(profile_dir)]) == 2
+    assert "dtype 'fp32', not 'bf16'" in capsys.readouterr().err
+    args = [a if a != "tiny-draft" else "tiny-llama" for a in TINY]
+    assert cli.main(args + SMALL_GRID + ["--out", str(profile_dir)]) == 2
+    assert "use another --out" in capsys.readouterr().err
+
+
+def test_nothing_measured_is_an_error_not_a_calibration(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(measure, "time_forward",
+                        lambda *a, **k: (_ for _ in ()).throw(torch.cuda.OutOfMemoryError("out of memory")))
+    assert cli.main(TINY + SMALL_GRID + ["--out", str(tmp_path)]) == 1
+    assert "cannot fit a calibration" in capsys.readouterr().err
+    assert not (tmp_path / "calibration.json").exists() and (tmp_path / "measurements.csv").exists()
