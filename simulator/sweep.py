@@ -20,6 +20,7 @@ import hashlib
 import itertools
 import json
 import os
+import signal
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -323,11 +324,17 @@ def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
 # ---------------------------------------------------------------- executors
 
 
+def _ignore_sigint() -> None:
+    """Workers leave Ctrl-C to the parent, which cancels pending runs and writes the table."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _iter_local(fn: Callable, tasks: Sequence[Task], workers: int) -> Iterator[dict[str, Any]]:
     if workers == 0:
         yield from (fn(t) for t in tasks)
         return
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                               initializer=_ignore_sigint)
     try:
         pending: set[Future] = {pool.submit(fn, t) for t in tasks}
         while pending:

@@ -110,3 +110,33 @@ def test_capacity_mode(tmp_path, capsys):
     assert sorted(df["policy"]) == ["fixed:3", "none"]
     assert {"capacity_rps", "search_status", "evaluations", "slo"} <= set(df.columns)
     assert (df["slo"] == "p99_e2el:15000").all()
+
+
+def test_interrupt_then_resume(tmp_path):
+    """Ctrl-C: exit 130 with one line, finished runs kept; the same command then runs the rest."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    argv = ["--trace", "sharegpt", "--max-requests", "100", "--policies", "none;fixed:3", "--rates",
+            "1,2,4,8,16,32", "--out", str(tmp_path), "--workers", "2", "--no-progress"]
+    proc = subprocess.Popen([sys.executable, "-m", "simulator.sweep_cli", *argv],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    journal = tmp_path / "runs.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if journal.exists() and journal.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    done = journal.read_text().count("\n")
+    if proc.returncode == 0:  # finished before the signal landed: nothing to resume
+        assert done == 12
+        return
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert err.strip().splitlines() == [err.strip()] and "resume" in err
+    assert 1 <= done < 12
+    assert main(argv[:-3] + ["--workers", "0", "--no-progress"]) == 0
+    assert journal.read_text().count("\n") == 12
