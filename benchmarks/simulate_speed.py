@@ -1,0 +1,64 @@
+"""Wall time and peak memory of `simulate`, each case in a fresh process.
+
+Cases: the bundled Azure conversation trace (10,108 requests, 30 min of traffic) under `fixed:3`
+and `none`, and a 1,000,000-request synthetic Poisson trace (bounded memory: no step log).
+
+    python benchmarks/simulate_speed.py            # all cases
+    python benchmarks/simulate_speed.py --quick    # skip the million-request case
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+CASES = {
+    "azure-conv fixed:3": ["--trace", "azure-conv", "--policy", "fixed:3"],
+    "azure-conv none": ["--trace", "azure-conv", "--policy", "none"],
+    "azure-conv fixed:3, no step log": ["--trace", "azure-conv", "--policy", "fixed:3", "--no-step-log"],
+    "1M synthetic, 16 replicas, fixed:3": ["--trace", "azure-conv", "--rate", "400", "--num-requests", "1000000",
+                                           "--replicas", "16", "--policy", "fixed:3", "--no-step-log",
+                                           "--max-num-seqs", "512"],
+}
+CHILD = """
+import resource, sys, time
+from simulator.cli import main
+t = time.perf_counter()
+code = main(sys.argv[1:] + ["--quiet"])
+wall = time.perf_counter() - t
+print("BENCH", wall, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, code)
+"""
+
+
+def run_case(args: list[str]) -> dict:
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", CHILD, *args], capture_output=True, text=True)
+    total = time.perf_counter() - start
+    line = next((l for l in proc.stdout.splitlines() if l.startswith("BENCH")), None)
+    if line is None or proc.returncode:
+        raise RuntimeError(f"case failed: {proc.stderr.strip().splitlines()[-1:]}")
+    _, wall, rss_kb, _ = line.split()
+    return {"simulate_s": float(wall), "process_s": total, "peak_rss_mb": int(rss_kb) / 1024}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="skip the million-request case")
+    args = parser.parse_args()
+    results = {}
+    for name, case in CASES.items():
+        if args.quick and name.startswith("1M"):
+            continue
+        results[name] = run_case(case)
+        r = results[name]
+        print(f"{name:40s} simulate {r['simulate_s']:7.2f} s   process {r['process_s']:7.2f} s   "
+              f"peak RSS {r['peak_rss_mb']:7.0f} MB", flush=True)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    main()
