@@ -97,7 +97,7 @@ def test_failures_are_recorded_and_others_complete(tmp_path):
 def test_dask_local_cluster_sweep(tmp_path):
     distributed = pytest.importorskip("distributed")
     spec = small_spec(policies=["none", "fixed:3"], rates=[3.0], seeds=[0, 1])
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster, distributed.Client(cluster) as client:
         df = run_sweep(spec, tmp_path, dask=client, progress=False)
         assert len(df) == 4 and set(df["status"]) == {"ok"}
