@@ -65,21 +65,35 @@ class Step:
                          prefill_attention_tokens2=attn2)
 
 
+def _parquet_records(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
+    import pandas as pd
+    try:
+        df = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several types for a bad file
+        raise ReplayError(f"{path}: not a readable parquet file ({exc})") from None
+    return list(df.columns), list(enumerate(df.to_dict("records")))
+
+
 def read_steps(path: Path) -> list[Step]:
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in STEP_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ReplayError(f"{path}: missing column(s) {', '.join(missing)}")
-        steps = []
-        for i, r in enumerate(reader, start=2):
-            try:
-                ints = [int(float(r[c])) for c in STEP_COLUMNS[:6]]
-                floats = tuple(float(r[c]) for c in STEP_COLUMNS[6:])
-            except (TypeError, ValueError):
-                bad = next(c for c in STEP_COLUMNS if not _is_number(r.get(c)))
-                raise ReplayError(f"{path}: row {i}, column {bad}: not a number ({r.get(bad)!r})") from None
-            steps.append(Step(i, *ints, logged=floats))
+    """Steps of a simulator step log: CSV (row = line number) or parquet (row = 0-based index)."""
+    if path.suffix == ".parquet":
+        columns, records = _parquet_records(path)
+    else:
+        with path.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            columns, records = list(reader.fieldnames or []), list(enumerate(reader, start=2))
+    missing = [c for c in STEP_COLUMNS if c not in columns]
+    if missing:
+        raise ReplayError(f"{path}: missing column(s) {', '.join(missing)}")
+    steps = []
+    for i, r in records:
+        try:
+            ints = [int(float(r[c])) for c in STEP_COLUMNS[:6]]
+            floats = tuple(float(r[c]) for c in STEP_COLUMNS[6:])
+        except (TypeError, ValueError):
+            bad = next(c for c in STEP_COLUMNS if not _is_number(r.get(c)))
+            raise ReplayError(f"{path}: row {i}, column {bad}: not a number ({r.get(bad)!r})") from None
+        steps.append(Step(i, *ints, logged=floats))
     return steps
 
 

@@ -239,3 +239,17 @@ def test_nothing_measured_is_an_error_not_a_calibration(tmp_path, monkeypatch, c
     assert cli.main(TINY + SMALL_GRID + ["--out", str(tmp_path)]) == 1
     assert "cannot fit a calibration" in capsys.readouterr().err
     assert not (tmp_path / "calibration.json").exists() and (tmp_path / "measurements.csv").exists()
+
+
+def test_replay_reads_the_simulators_parquet_step_log(tmp_path, capsys):
+    import pandas as pd
+    steps = pd.DataFrame({"num_decode": [2, 1], "num_prefill": [0, 1], "prefill_tokens": [0, 8],
+                          "verify_tokens": [6, 3], "kv_tokens": [40, 30], "k_max": [2, 2], "step_time_s": [0.01, 0.02],
+                          "draft_s": [0.004, 0.004], "verify_s": [0.006, 0.016], "overhead_s": [0.0, 0.0]})
+    path = tmp_path / "steps.parquet"
+    steps.to_parquet(path)
+    assert cli.main(TINY + ["--replay", str(path), "--out", str(tmp_path)]) == 0
+    rows = read_rows(tmp_path / "replay.csv")
+    assert [r["row"] for r in rows] == ["0", "1"]
+    assert [float(r["predicted_step_s"]) for r in rows] == [0.01, 0.02]  # no calibration: the log's own times
+    assert "predictions from the step log" in capsys.readouterr().out
