@@ -7,9 +7,13 @@ Two ways to turn a step's outcome into an acceptance ratio ("counting"):
   this is biased low for k > 1 (E[accepted]/k < alpha).
 * "position": the per-position acceptance rate that vLLM V0's rejection sampler counted
   (`num_accepted_tokens += accepted.sum()` over every position, causal or not [C-RS]). Only the
-  prefix is observed here, so it is estimated by its maximum-likelihood equivalent
-  accepted / (accepted + rejections), a rejection being a request that accepted fewer than it
-  drafted. Both ratios estimate the same alpha that l(alpha, k) needs.
+  prefix is observed here. Pooled counts (SmartSpec's lifetime ratio, goodput-greedy) use the
+  maximum-likelihood equivalent accepted / (accepted + rejections), a rejection being a request
+  that accepted fewer than it drafted. Per-step ratios (TurboSpec's window) are too small for
+  that ratio estimator (at B = 1, k = 2, alpha = 0.5 its mean is 0.375), so they impute V0's
+  count: rho_step = (accepted + unobserved * alpha_hat) / drafted, where unobserved are the
+  positions after a rejection (each accepted with probability alpha in V0's independent count)
+  and alpha_hat is the current estimate. Given alpha_hat = alpha this is unbiased.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ class StepCounts:
     accepted: int = 0
     drafted: int = 0
     rejections: int = 0
+    unobserved: int = 0  # draft positions after the first rejection
 
     def ratio(self, counting: str) -> float | None:
         """Acceptance ratio under `counting`, None when nothing was drafted (the reference skips NaN)."""
@@ -38,11 +43,19 @@ class StepCounts:
         self.accepted += accepted
         self.drafted += drafted
         self.rejections += 1 if accepted < drafted else 0
+        self.unobserved += max(0, drafted - accepted - 1)
+
+    def imputed_ratio(self, alpha_hat: float) -> float | None:
+        """V0's per-position count estimated from the prefix: (accepted + unobserved*alpha_hat) / drafted."""
+        if self.drafted <= 0:
+            return None
+        return (self.accepted + self.unobserved * alpha_hat) / self.drafted
 
     def merge(self, other: "StepCounts") -> None:
         self.accepted += other.accepted
         self.drafted += other.drafted
         self.rejections += other.rejections
+        self.unobserved += other.unobserved
 
 
 def outcome_counts(outcome) -> StepCounts:
@@ -102,7 +115,8 @@ class WindowMean:
             self.history.append(rho)
 
     def update(self, outcome) -> None:
-        self.push(outcome_counts(outcome).ratio(self.counting))
+        step = outcome_counts(outcome)
+        self.push(step.ratio("prefix") if self.counting == "prefix" else step.imputed_ratio(self.alpha))
 
 
 @dataclass

@@ -9,7 +9,8 @@ smartspec-reference.md sections 2.3 (decision), 1.3 (alpha), 1.4 (mixed-batch co
   (k = 0 steps give no samples; the max-k re-probes give the lowest ratios): in the simulator it
   turned a light-load run into plain decoding (1.18x the best fixed k at alpha 0.4). The default
   `counting=position` estimates the per-position alpha that l(alpha, k) assumes, as V0's
-  rejection sampler counted it (policies/estimators.py).
+  rejection sampler counted it, imputing positions after a rejection at the current estimate
+  (policies/estimators.py).
 * At t % interval == 0 (interval 200): scan v = 0..k_max with early stop, NO k=0 bias, pricing
   the whole step including prefill chunks (batch.prefill_tokens: N_sched_wo_spec).
 * Between decisions every request proposes the last v; at (t+1) % interval == 0 every request

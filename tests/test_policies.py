@@ -171,9 +171,11 @@ def test_turbospec_window_mean_of_last_100_steps():
 
 def test_turbospec_default_counts_per_position():
     p = TurboSpec()
-    p.observe(outcome([4, 4], [2, 4]))  # 6 accepted, 1 rejection
-    p.observe(outcome([4, 4], [0, 0]))  # 0 accepted, 2 rejections
-    assert p.estimated_alpha() == pytest.approx((6 / 7 + 0.0) / 2)
+    p.observe(outcome([4, 4], [2, 4]))  # 6 accepted, 1 unobserved position (after the rejection)
+    first = (6 + 1 * 0.5) / 8  # imputed at the initial 0.5
+    assert p.estimated_alpha() == pytest.approx(first)
+    p.observe(outcome([4, 4], [0, 0]))  # 0 accepted, 3 + 3 unobserved
+    assert p.estimated_alpha() == pytest.approx((first + 6 * first / 8) / 2)
 
 
 def test_turbospec_decides_every_200_steps_with_max_k_reprobe():
