@@ -7,7 +7,7 @@ Registered (smartspec-reference.md sections in brackets; every parameter is a ke
   none; fixed:k                                              (6.1 i-ii)
   vllm-disable:k,threshold                                   (6.1 iii, 5.3 #4592)
   vllm-table:table=1-4:5;5-16:3;17-1024:0 | table=path.json  (6.1 iv)
-  smartspec:k_max,interval,bias,sticky_steps,alpha,counting  (2.1, 2.2, 1.3)
+  smartspec:k_max,interval,bias,sticky_steps,alpha,counting,oom_guard  (2.1, 2.2, 1.3, 1.4)
   turbospec:k_max,interval,window,initial_alpha,per_request,counting   (2.3)
   goodput-greedy:k_max,prior,initial_alpha,window,counting   (6.2 items 1-2)
   oracle:k_max   (true per-request alpha: an upper bound, not a real policy)
@@ -86,7 +86,8 @@ def _vllm_table(params: dict[str, str]) -> Policy:
 def _smartspec(params: dict[str, str]) -> Policy:
     return SmartSpec(k_max=_int(params, "k_max", None, 0, 64), interval=_int(params, "interval", 20, 1),
                      bias=_float(params, "bias", 1.1, 1e-6, 1e6), sticky_steps=_int(params, "sticky_steps", 100, 1),
-                     alpha=_float(params, "alpha", None, 0.0, 1.0), counting=_str(params, "counting", "position"))
+                     alpha=_float(params, "alpha", None, 0.0, 1.0), counting=_str(params, "counting", "position"),
+                     oom_guard=_bool(params, "oom_guard", True))
 
 
 def _turbospec(params: dict[str, str]) -> Policy:

@@ -40,6 +40,7 @@ class SmartSpec:
     sticky_steps: int = 100
     alpha: float | None = None  # fix alpha (no online update)
     counting: str = "position"
+    oom_guard: bool = True  # section 1.4's 1.1x KV headroom check (oom_guard=0 to study its effect)
     name: str = field(default="smartspec", init=False)
 
     def __post_init__(self) -> None:
@@ -69,7 +70,7 @@ class SmartSpec:
         """Section 2.1 scan with the current alpha (no caching, no stickiness)."""
         self.decisions += 1
         return scan_uniform_k(batch, self.estimator.alpha, self._k_max(batch), zero_bias=self.bias,
-                              include_prefill=False, oom_guard=True)
+                              include_prefill=False, oom_guard=self.oom_guard)
 
     def _clear_sticky(self) -> None:
         self.threshold = math.inf
