@@ -8,7 +8,7 @@ Registered (smartspec-reference.md sections in brackets; every parameter is a ke
   vllm-disable:k,threshold                                   (6.1 iii, 5.3 #4592)
   vllm-table:table=1-4:5;5-16:3;17-1024:0 | table=path.json  (6.1 iv)
   smartspec:k_max,interval,bias,sticky_steps,alpha,counting,oom_guard  (2.1, 2.2, 1.3, 1.4)
-  turbospec:k_max,interval,window,initial_alpha,per_request,counting   (2.3)
+  turbospec:k_max,interval,window,initial_alpha,per_request,counting,reprobe  (2.3)
   goodput-greedy:k_max,prior,initial_alpha,window,counting   (6.2 items 1-2)
   oracle:k_max   (true per-request alpha: an upper bound, not a real policy)
 """
@@ -94,7 +94,8 @@ def _turbospec(params: dict[str, str]) -> Policy:
     return TurboSpec(k_max=_int(params, "k_max", None, 0, 64), interval=_int(params, "interval", 200, 1),
                      window=_int(params, "window", 100, 1, 10**6),
                      initial_alpha=_float(params, "initial_alpha", 0.5, 0.0, 1.0),
-                     per_request=_bool(params, "per_request", False), counting=_str(params, "counting", "position"))
+                     per_request=_bool(params, "per_request", False), counting=_str(params, "counting", "position"),
+                     reprobe=_bool(params, "reprobe", True))
 
 
 def _goodput_greedy(params: dict[str, str]) -> Policy:

@@ -14,7 +14,10 @@ smartspec-reference.md sections 2.3 (decision), 1.3 (alpha), 1.4 (mixed-batch co
 * At t % interval == 0 (interval 200): scan v = 0..k_max with early stop, NO k=0 bias, pricing
   the whole step including prefill chunks (batch.prefill_tokens: N_sched_wo_spec).
 * Between decisions every request proposes the last v; at (t+1) % interval == 0 every request
-  proposes k_max (re-probe with full-length drafts, so the window sees long drafts).
+  proposes k_max (re-probe with full-length drafts, so the window sees long drafts). V1 drafts
+  k_max there but verifies only the v it then picks; here draft and verify length are one k, so
+  the re-probe step also verifies k_max tokens (and reserves their KV slots): at a large batch
+  that one step is several times a normal one. `reprobe=0` drops it.
 * per_request=1: k_r = round(v* * B * alpha_r / sum_j alpha_j), alpha_r the request's windowed
   mean of its own step ratios (the global alpha until it has history), clamped to 0..k_max.
 """
@@ -34,6 +37,7 @@ class TurboSpec:
     initial_alpha: float = 0.5
     per_request: bool = False
     counting: str = "position"
+    reprobe: bool = True  # propose k_max at (t+1) % interval == 0 (reprobe=0 to study its cost)
     name: str = field(default="turbospec", init=False)
 
     def __post_init__(self) -> None:
@@ -75,7 +79,7 @@ class TurboSpec:
         self.step += 1
         if t % self.interval == 0:
             self.verify_len = self.decide(batch)
-        if (t + 1) % self.interval == 0:
+        if self.reprobe and (t + 1) % self.interval == 0:
             return [self._k_max(batch)] * batch.size
         if self.per_request:
             return self.proportional_split(batch, self.verify_len)

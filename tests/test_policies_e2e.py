@@ -55,7 +55,8 @@ def test_adaptive_policy_near_best_fixed_at_light_rate(results, policy):
     "smartspec", "goodput-greedy",
     pytest.param("turbospec", marks=pytest.mark.xfail(strict=True, reason=(
         "V1's 200-step interval: the first decision is taken at B=1 (k=3) and held for 200 steps "
-        "while the batch ramps to ~400, then one max-k re-probe step; ~1.18x none on this short run"))),
+        "while the batch ramps to ~400 (~1.18x none on this short run); not the re-probe: "
+        "reprobe=0 changes <1 %, interval=20 brings it to ~1.03x"))),
 ])
 def test_adaptive_policy_near_best_fixed_at_heavy_rate(results, policy):
     assert policy_table.ratio_to_best(results, policy, HEAVY) <= WITHIN

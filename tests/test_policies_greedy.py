@@ -193,7 +193,7 @@ def test_build_table_cli(tmp_path, capsys):
 def test_all_policies_build_with_every_parameter():
     specs = ["vllm-disable:k=2,threshold=8", "vllm-table:table=1-4:5;5-16:3;17-1024:0",
              "smartspec:k_max=5,interval=10,bias=1.2,sticky_steps=50,alpha=0.6,counting=prefix,oom_guard=0",
-             "turbospec:k_max=5,interval=100,window=50,initial_alpha=0.6,per_request=1,counting=position",
+             "turbospec:k_max=5,interval=100,window=50,initial_alpha=0.6,per_request=1,counting=position,reprobe=0",
              "goodput-greedy:k_max=5,prior=20,initial_alpha=0.6,window=50,counting=prefix", "oracle:k_max=4"]
     for spec in specs:
         assert make_policy(spec).propose(make_batch([0.7] * 4)) is not None
@@ -210,8 +210,8 @@ def test_bad_specs_raise_policy_spec_error(spec):
 
 
 NAMES = ["none", "fixed", "vllm-disable", "vllm-table", "smartspec", "turbospec", "goodput-greedy", "oracle"]
-KEYS = ["k", "k_max", "threshold", "table", "interval", "bias", "sticky_steps", "alpha", "counting", "window", "oom_guard",
-        "initial_alpha", "per_request", "prior", "x"]
+KEYS = ["k", "k_max", "threshold", "table", "interval", "bias", "sticky_steps", "alpha", "counting", "window",
+        "oom_guard", "reprobe", "initial_alpha", "per_request", "prior", "x"]
 
 
 @settings(max_examples=300, deadline=None)
