@@ -6,7 +6,8 @@ smartspec-reference.md sections 2.1 (draft model), 2.2 (prompt lookup), 1.3 (alp
   LIFETIME cumulative acceptance ratio (policies/estimators.py; `counting=position` is V0's
   per-position count, the default; `counting=prefix` is accepted/drafted). `alpha=` pins it.
 * Every `interval` (20) DSD steps: scan k = 0..k_max with early stop, k=0 goodput x `bias` (1.1),
-  OOM sentinel stops the scan (1.1*B*(seq_len+k+1) > KV capacity). Reused in between.
+  OOM sentinel stops the scan (1.1*B*(seq_len+k+1) > KV capacity; `oom_guard=0` disables it).
+  Reused in between. With the guard, speculation is off whenever the KV cache is over ~91 % full.
 * A k = 0 decision sets the threshold to the running-queue size; steps at or above it are
   disabled (k = 0, no evaluation); after `sticky_steps` (100) disabled steps the threshold resets
   to infinity, and it clears at once when the running size drops below it. [INFERRED] When the
