@@ -128,7 +128,10 @@ def make_sim_config(calibration: str, replicas: int, engine: dict[str, Any],
     if "position_rates" in opts:
         opts["position_rates"] = tuple(opts["position_rates"])
     opts.setdefault("record_steps", record_steps)
-    return SimConfig(calibration=calibration, replicas=replicas, **opts).validate()
+    try:
+        return SimConfig(calibration=calibration, replicas=replicas, **opts).validate()
+    except TypeError as exc:  # e.g. max_k = "7" in a TOML file
+        raise ConfigError(f"[engine]: an option has the wrong type ({exc})") from None
 
 
 def expand_grid(spec: SweepSpec) -> list[RunSpec]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from simulator.config import ConfigError, parse_slo
+from simulator.config import parse_slo
 from simulator.sweep import SYNTHETIC, SweepSpec, expand_grid, resolve_trace, run_tasks, summarize
 
 SWEEP_KEYS = {"traces", "policies", "rates", "time_scales", "calibrations", "replicas", "seeds",
@@ -107,6 +107,15 @@ def _numbers(text: str | Sequence, kind: type, option: str) -> list:
     return out
 
 
+def _scalar(value: Any, kind: type, option: str) -> Any:
+    """None, or `value` as `kind` (a TOML string where a number belongs is a usage error)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
+        raise UsageError(f"--{option}: {value!r} is not {'an integer' if kind is int else 'a number'}")
+    return kind(value)
+
+
 def _engine_value(text: str) -> Any:
     for cast in (int, float):
         try:
@@ -171,8 +180,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
             sw.get("calibrations", ["llama3-8b-eagle-h100"])),
         replicas=pick(args.replicas, "replicas", int, [1]),
         seeds=pick(args.seeds, "seeds", int, [0]),
-        max_requests=pick(args.max_requests, "max_requests"),
-        duration_s=pick(args.duration_s, "duration_s"),
+        max_requests=_scalar(pick(args.max_requests, "max_requests"), int, "max-requests"),
+        duration_s=_scalar(pick(args.duration_s, "duration_s"), float, "duration"),
         engine=engine)
     capacity = None
     if args.capacity or cap is not None:
@@ -183,7 +192,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
     if out is None:
         raise UsageError("--out: a result directory is required")
     plot = args.plot or (Path(sw["plot"]) if "plot" in sw else None)
-    workers = pick(args.workers, "workers", default=2)
+    workers = _scalar(pick(args.workers, "workers", default=2), int, "workers")
     if workers < 0:
         raise UsageError("--workers: must be >= 0")
     return Plan(spec, out, workers, pick(args.dask, "dask"), plot,
@@ -211,6 +220,7 @@ def _capacity_options(args: argparse.Namespace, cap: dict[str, Any]) -> dict[str
 def check_plan(plan: Plan) -> None:
     """Fail fast, with one line, on policies, traces and calibrations that cannot work."""
     from policies import make_policy
+    from simulator.acceptance import resolve_mean_alpha
     from simulator.costmodel import load_calibration
 
     plan.spec.validate()
@@ -221,6 +231,7 @@ def check_plan(plan: Plan) -> None:
             resolve_trace(trace)
     for calibration in plan.spec.calibrations:
         load_calibration(calibration)
+    resolve_mean_alpha(plan.spec.engine.get("acceptance", "mt-bench"))
 
 
 def execute(plan: Plan) -> int:
@@ -306,20 +317,10 @@ def _timeline_run(plan: Plan):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from policies import PolicySpecError
-    from simulator.costmodel import CalibrationError
-
-    try:
-        import traces
-
-        trace_errors: tuple[type[Exception], ...] = (traces.TraceError,)
-    except (ImportError, AttributeError):
-        trace_errors = ()
-    try:
+    try:  # every validation error (ConfigError, PolicySpecError, TraceError, ...) is a ValueError
         plan = make_plan(build_parser().parse_args(argv))
         check_plan(plan)
-    except (UsageError, ConfigError, PolicySpecError, CalibrationError, FileNotFoundError,
-            *trace_errors) as exc:
+    except (UsageError, ValueError, TypeError, OSError) as exc:
         print(f"sweep: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     try:

@@ -43,6 +43,8 @@ def test_options_make_the_cartesian_grid(tmp_path):
     (["--capacity", "--slo", "ttft:200"], "STAT_METRIC"),
     (["--capacity", "--slo", "p99_ttft:200", "--rate-lo", "5", "--rate-hi", "1"], "lo < hi"),
     (["--bogus-flag"], "bogus"),
+    (["--acceptance", "sometimes"], "sometimes"),
+    (["--workers", "-1"], "--workers"),
 ])
 def test_bad_options_exit_2_with_one_line(capsys, tmp_path, argv, needle):
     assert needle in one_line_error(capsys, BASE + ["--out", str(tmp_path)] + argv)
@@ -56,6 +58,12 @@ def test_missing_out_and_bad_toml(capsys, tmp_path):
     bad.write_text("[sweep\n")
     assert "bad.toml" in one_line_error(capsys, ["--config", str(bad)])
     assert "nope.toml" in one_line_error(capsys, ["--config", str(tmp_path / "nope.toml")])
+    for text, needle in (("[sweep]\nmax_requests = 'many'\nout = 'o'\n", "--max-requests"),
+                         ("[sweep]\nworkers = 1.5\nout = 'o'\n", "--workers"),
+                         ("[sweep]\nout = 'o'\n[engine]\nmax_k = 'seven'\n", "[engine]"),
+                         ("[sweep]\nout = 'o'\n[engines]\n", "engines")):
+        bad.write_text(text)
+        assert needle in one_line_error(capsys, ["--config", str(bad)])
 
 
 def test_toml_config_run_resume_and_plots(tmp_path, capsys):
