@@ -6,10 +6,16 @@
     sweep --capacity --slo p99_ttft:2000,mean_tpot:50 --trace sharegpt \\
           --policies "none;fixed:3" --rate-lo 0.5 --rate-hi 32 --tol 0.25 --out cap/
 
-Policy specs contain commas (`smartspec:k_max=5,window=50`), so `--policies` separates specs
+Policy specs contain commas (`smartspec:k_max=5,interval=10`), so `--policies` separates specs
 with ';' (or repeat `--policy SPEC`). Other list options are comma separated. Options given on
 the command line override the TOML file's; relative paths in the file are relative to it.
 Exit status: 0 all runs ok, 1 some runs failed (recorded in the table), 2 bad options, 130 interrupted.
+
+TOML file: a [sweep] table with traces, policies, rates, time_scales, calibrations, replicas,
+seeds (lists), max_requests, duration_s, out, plot, workers, dask, progress; an [engine] table
+with any SimConfig field (max_k = 5, acceptance = 0.5, slo_ms = {ttft = 200}); and, for a capacity
+search, a [capacity] table with slo, lo, hi, tol, grow. With --dask, every Dask worker must be
+able to import specsim (same environment as this command).
 """
 from __future__ import annotations
 
@@ -49,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--policy", action="append", dest="policy_list", metavar="SPEC", help="policy spec; repeatable")
     add("--policies", help="';'-separated policy specs, e.g. \"none;fixed:3;smartspec\"")
     add("--rates", help="Poisson request rates (req/s) on the trace's lengths, comma-separated")
-    add("--time-scales", help="trace time scales (>1 = more load), comma-separated")
+    add("--time-scales", help="multiply the trace's inter-arrival times (2 = half the rate), comma-separated")
     add("--calibrations", help="calibration names or JSON paths, comma-separated")
     add("--replicas", help="replica counts, comma-separated")
     add("--seeds", help="seeds: 0,1,2 or a range 0-9")
