@@ -4,6 +4,7 @@
 * `plot_speedup_vs_rate`: mean E2E latency of `none` divided by each policy's, vs rate,
 * `plot_timeline`: chosen proposal length k and the policy's estimated acceptance over time
   for one run (from `SimResult.steps`),
+* `plot_capacity`: capacity per policy from a capacity-search table,
 * `plot_sweep`: the first two for a result table, one pair per (trace, calibration, replicas).
 
 Rate on the x axis is the Poisson `rate` of the run when set, else the trace's offered rate.
@@ -129,6 +130,22 @@ def plot_timeline(steps: pd.DataFrame, path: str | Path, title: str = "", window
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
     fig.suptitle(title or "Chosen k and estimated acceptance over time")
+    return _save(fig, path)
+
+
+def plot_capacity(df: pd.DataFrame, path: str | Path) -> Path:
+    """Capacity (highest rate meeting the SLO) per policy, from a capacity-search table."""
+    ok = _ok(df).sort_values("policy", key=lambda p: p.map(lambda v: (v != BASELINE, v)))
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    bars = ax.bar(ok["policy"], ok["capacity_rps"], color=["black" if p == BASELINE else "C0" for p in ok["policy"]])
+    for bar, status in zip(bars, ok.get("search_status", [""] * len(ok))):
+        note = "" if status == "ok" else f" ({status})"
+        ax.annotate(f"{bar.get_height():.2f}{note}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    ha="center", va="bottom", fontsize=8)
+    ax.set_ylabel("capacity (req/s)")
+    ax.grid(alpha=0.3, axis="y")
+    slo = ok["slo"].iloc[0] if "slo" in ok and len(ok) else ""
+    fig.suptitle(_title(ok, f"Highest Poisson rate meeting the SLO {slo}"))
     return _save(fig, path)
 
 

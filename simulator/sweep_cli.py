@@ -262,7 +262,7 @@ def execute(plan: Plan) -> int:
         errors = df.loc[df["status"] != "ok", "error"].value_counts()
         for message, count in errors.head(3).items():
             print(f"sweep: {count} run(s) failed: {message}", file=sys.stderr)
-    if plan.plot and not plan.capacity and len(df):
+    if plan.plot and len(df):
         _plots(df, plan)
     return 1 if failed else 0
 
@@ -290,9 +290,12 @@ _CONFIG_COLUMNS = {"trace", "rate", "time_scale", "calibration", "replicas", "po
 
 
 def _plots(df, plan: Plan) -> None:
-    from simulator.plots import plot_sweep, plot_timeline
+    from simulator.plots import plot_capacity, plot_sweep, plot_timeline
     from simulator.sweep import simulate
 
+    if plan.capacity:
+        print(f"sweep: wrote {plot_capacity(df, plan.plot / 'capacity.png')}")
+        return
     paths = plot_sweep(df, plan.plot)
     run = _timeline_run(plan)
     if run is not None:

@@ -112,8 +112,9 @@ def test_failed_runs_exit_1_and_are_in_the_table(tmp_path, capsys):
 def test_capacity_mode(tmp_path, capsys):
     argv = BASE + ["--capacity", "--slo", "p99_e2el:15000", "--policies", "none;fixed:3",
                    "--rate-lo", "0.5", "--rate-hi", "24", "--tol", "2", "--out", str(tmp_path),
-                   "--workers", "2"]
+                   "--workers", "2", "--plot", str(tmp_path / "fig")]
     assert main(argv) == 0
+    assert (tmp_path / "fig" / "capacity.png").stat().st_size > 5000
     df = pd.read_parquet(tmp_path / "capacity.parquet")
     assert sorted(df["policy"]) == ["fixed:3", "none"]
     assert {"capacity_rps", "search_status", "evaluations", "slo"} <= set(df.columns)
