@@ -153,3 +153,13 @@ def test_journal_survives_a_cut_line(tmp_path):
     again: list[dict] = []
     assert len(run_tasks([run, other], tmp_path, workers=0, progress=False, on_row=again.append)) == 2
     assert again == []
+
+
+def test_time_scale_sweep_plots_against_offered_rate(tmp_path):
+    spec = small_spec(traces=["azure-conv"], policies=["none", "fixed:2"], time_scales=[1.0, 0.25])
+    df = run_sweep(spec, tmp_path / "runs", workers=0, progress=False)
+    assert set(df["status"]) == {"ok"} and df["rate"].isna().all()
+    by_scale = df.groupby("time_scale")["offered_rate"].mean()
+    assert by_scale[0.25] == pytest.approx(4 * by_scale[1.0], rel=1e-6)
+    paths = plot_sweep(df, tmp_path / "fig")
+    assert len(paths) == 2 and all(p.exists() for p in paths)
