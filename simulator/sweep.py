@@ -12,6 +12,9 @@ cluster, and records each finished run:
 Re-running the same sweep into the same directory skips runs whose `run_id` finished with
 status `ok`; failed runs are retried. A run that raises is recorded with status `error` and a
 one-line message; it does not stop the others.
+
+A run's seed drives both its synthetic arrivals/lengths and the engine, so runs that differ only
+in policy see the same requests (common random numbers).
 """
 from __future__ import annotations
 
