@@ -118,7 +118,7 @@ def profile(args, argv: list[str]) -> int:
     from profiler.measure import MEASUREMENTS_CSV, ProfileMismatch, describe, read_measurements, run_grid, stamp
     from profiler.models import build_model
     from profiler.plots import write_plots
-    from profiler.timing import device_info
+    from profiler.timing import cpu_model, device_info, is_oom
     from simulator.costmodel import save_calibration
 
     spec = grid_spec(args.grid, args.batch_sizes, args.query_tokens, args.context_lengths, args.prefill_chunks)
@@ -140,7 +140,14 @@ def profile(args, argv: list[str]) -> int:
     csv_path = out / MEASUREMENTS_CSV
     console.print(f"[bold]profile-gpu[/] {info.name} | {dtype} | torch {info.torch_version} cuda "
                   f"{info.cuda_version} transformers {info.transformers_version} | {len(points)} points -> {out}")
-    models = {role: build_model(name, device, dtype, args.load_weights, args.seed) for role, name in roles.items()}
+    try:
+        models = {role: build_model(name, device, dtype, args.load_weights, args.seed) for role, name in roles.items()}
+    except Exception as exc:  # weights that do not fit are a user-facing condition, anything else a bug
+        if not is_oom(exc):
+            raise
+        print(f"profile-gpu: error: the models do not fit on {info.name} in {dtype}: "
+              f"{str(exc).splitlines()[0][:160]}", file=sys.stderr)
+        return 1
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     try:
         with Progress(*columns, console=console, transient=True) as bar:
@@ -165,7 +172,10 @@ def profile(args, argv: list[str]) -> int:
                   "command": "profile-gpu " + shlex.join(argv), "grid": {"preset": args.grid, **spec.as_dict()},
                   "warmup": warmup, "repeats": repeats, "measured_until": stamp(),
                   "timer": "cuda events" if gpu else f"{args.cpu_clock} clock, {torch.get_num_threads()} threads",
-                  "peak_bandwidth_gbs": info.peak_bandwidth_gbs, "peak_tflops": info.peak_tflops}
+                  "peak_bandwidth_gbs": info.peak_bandwidth_gbs, "peak_tflops": info.peak_tflops,
+                  "kv_cache": "transformers DynamicCache with preallocated layers written in place (no per-forward "
+                              "copy); random keys/values of the context length, filled before timing",
+                  **({} if gpu else {"cpu_model": cpu_model()})}
     try:
         cal = build_calibration(rows, name, shapes["target"], shapes.get("draft"), dtype, info.memory_gib,
                                 provenance, seed=args.seed)

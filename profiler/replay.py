@@ -117,7 +117,7 @@ def time_draft_steps(model, batch: int, context: int, k: int, device: str, warmu
     """Median ms of k sequential one-token draft forwards (the cache grows by one token per step)."""
     dtype = next(model.parameters()).dtype
     ids = torch.zeros(batch, 1, dtype=torch.long, device=device)
-    cache = make_cache(model, batch, context, device, dtype)
+    cache = make_cache(model, batch, context, device, dtype, new_tokens=k)
     samples = []
     now = time.perf_counter if device.startswith("cuda") else cpu_clock(clock)
     with torch.inference_mode():

@@ -1,9 +1,10 @@
 """Timing harness: one forward pass of a given shape on top of a prefilled KV cache.
 
-Before the timed forwards, a KV cache (`transformers.DynamicCache`) holding `context` tokens per
-sequence is filled with random keys and values (the same tensors a prefill would leave; their
-creation is not timed). Each repeat runs `batch x query` new tokens through the model, then the
-cache is cut back to `context` tokens outside the timed region. GPU timing uses CUDA events and
+Before the timed forwards, a KV cache (`transformers.DynamicCache` whose layers write into a
+preallocated buffer, like a serving engine's KV blocks, instead of concatenating) holding `context`
+tokens per sequence is filled with random keys and values (the same tensors a prefill would leave;
+their creation is not timed). Each repeat runs `batch x query` new tokens through the model, then
+the cache is cut back to `context` tokens outside the timed region. GPU timing uses CUDA events and
 `torch.cuda.synchronize`; CPU timing uses `time.perf_counter`, or `time.thread_time` (`clock="thread"`,
 single-threaded torch only) on a shared machine where other processes steal the core.
 """
@@ -27,6 +28,7 @@ KNOWN_PEAKS: list[tuple[str, float, float, float]] = [
     ("A100 80GB PCIe", 1935.0, 312.0, 19.5),
     ("A100", 1555.0, 312.0, 19.5),
     ("L40S", 864.0, 362.0, 91.6),
+    ("L40", 864.0, 181.0, 90.5),
     ("L4", 300.0, 121.0, 30.3),
     ("A10G", 600.0, 70.0, 31.2),
     ("A10", 600.0, 125.0, 31.2),
@@ -45,6 +47,17 @@ class DeviceInfo:
     torch_version: str
     cuda_version: str
     transformers_version: str
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else platform.processor()."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def cpu_memory_gib() -> float:
@@ -87,8 +100,48 @@ def summarize(samples_ms: list[float]) -> Timing:
     return Timing(float(np.median(a)), float(np.percentile(a, 10)), float(np.percentile(a, 90)), len(a))
 
 
-def make_cache(model, batch: int, context: int, device: str, dtype):
-    """A DynamicCache holding `context` random tokens per sequence in every layer (not timed)."""
+def _preallocated_layer_class():
+    from transformers.cache_utils import DynamicLayer
+
+    class PreallocatedLayer(DynamicLayer):
+        """A DynamicLayer over a buffer sized for context + new tokens: `update` writes the new keys and
+        values in place and returns views, instead of DynamicLayer's torch.cat that copies the whole
+        cache on every forward (a cost paged-attention engines such as vLLM do not pay)."""
+
+        def __init__(self, keys, values, length: int):
+            super().__init__()
+            self.kbuf, self.vbuf, self.length = keys, values, length
+            self.dtype, self.device = keys.dtype, keys.device
+            self.is_initialized = True
+            self._views()
+
+        def _views(self) -> None:
+            self.keys, self.values = self.kbuf[:, :, :self.length], self.vbuf[:, :, :self.length]
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            end = self.length + key_states.shape[-2]
+            if end > self.kbuf.shape[-2]:
+                raise ValueError(f"preallocated KV cache holds {self.kbuf.shape[-2]} tokens, asked for {end}")
+            self.kbuf[:, :, self.length:end].copy_(key_states)
+            self.vbuf[:, :, self.length:end].copy_(value_states)
+            self.length = end
+            self._views()
+            return self.keys, self.values
+
+        def get_seq_length(self) -> int:
+            return self.length
+
+        def crop(self, tokens_to_remove: int) -> None:
+            self.length = max(0, self.length - abs(tokens_to_remove))
+            self._views()
+
+    return PreallocatedLayer
+
+
+def make_cache(model, batch: int, context: int, device: str, dtype, new_tokens: int = 0):
+    """A DynamicCache holding `context` random tokens per sequence in every layer, with room for
+    `new_tokens` more written in place (not timed). Without room it falls back to DynamicLayer's
+    concatenation, which copies the cache on every forward."""
     from transformers import DynamicCache
 
     cfg = model.config
@@ -99,8 +152,19 @@ def make_cache(model, batch: int, context: int, device: str, dtype):
     gen = torch.Generator(device=device).manual_seed(context)
     k = torch.randn(batch, kv_heads, context, head_dim, device=device, dtype=dtype, generator=gen)
     v = torch.randn(batch, kv_heads, context, head_dim, device=device, dtype=dtype, generator=gen)
-    for layer in range(cfg.num_hidden_layers):  # own copies per layer, so memory use is real
-        cache.update(k.clone(), v.clone(), layer)
+    if new_tokens <= 0:
+        for layer in range(cfg.num_hidden_layers):  # own copies per layer, so memory use is real
+            cache.update(k.clone(), v.clone(), layer)
+        return cache
+    layer_cls = _preallocated_layer_class()
+    layers = []
+    for _ in range(cfg.num_hidden_layers):
+        kbuf = torch.empty(batch, kv_heads, context + new_tokens, head_dim, device=device, dtype=dtype)
+        vbuf = torch.empty_like(kbuf)
+        kbuf[:, :, :context].copy_(k)
+        vbuf[:, :, :context].copy_(v)
+        layers.append(layer_cls(kbuf, vbuf, context))
+    cache.layers = layers
     return cache
 
 
@@ -123,7 +187,7 @@ def time_forward(model, batch: int, query: int, context: int, device: str, warmu
     gen = torch.Generator(device="cpu").manual_seed(seed)
     ids = torch.randint(0, model.config.vocab_size, (batch, query), generator=gen).to(device)
     positions = torch.arange(context, context + query, device=device).unsqueeze(0).expand(batch, -1)
-    cache = make_cache(model, batch, context, device, dtype)
+    cache = make_cache(model, batch, context, device, dtype, new_tokens=query)
     samples: list[float] = []
     with torch.inference_mode():
         for i in range(warmup + repeats):

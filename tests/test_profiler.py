@@ -236,8 +236,10 @@ def test_resume_refuses_another_model_or_dtype(profile_dir, capsys):
 def test_nothing_measured_is_an_error_not_a_calibration(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(measure, "time_forward",
                         lambda *a, **k: (_ for _ in ()).throw(torch.cuda.OutOfMemoryError("out of memory")))
-    assert cli.main(TINY + SMALL_GRID + ["--out", str(tmp_path)]) == 1
-    assert "cannot fit a calibration" in capsys.readouterr().err
+    grid = ["--grid", "quick", "--batch-sizes", "1,2", "--query-tokens", "1", "--context-lengths", "8",
+            "--prefill-chunks", "none"]
+    assert cli.main(TINY + grid + ["--out", str(tmp_path)]) == 1
+    assert "cannot fit a calibration: only 0 target points" in capsys.readouterr().err
     assert not (tmp_path / "calibration.json").exists() and (tmp_path / "measurements.csv").exists()
 
 
@@ -253,3 +255,15 @@ def test_replay_reads_the_simulators_parquet_step_log(tmp_path, capsys):
     assert [r["row"] for r in rows] == ["0", "1"]
     assert [float(r["predicted_step_s"]) for r in rows] == [0.01, 0.02]  # no calibration: the log's own times
     assert "predictions from the step log" in capsys.readouterr().out
+
+
+def test_models_that_do_not_fit_are_a_one_line_error(tmp_path, monkeypatch, capsys):
+    import profiler.models
+
+    def too_big(*a, **k):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 140.00 GiB")
+
+    monkeypatch.setattr(profiler.models, "build_model", too_big)
+    assert cli.main(TINY + SMALL_GRID + ["--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "do not fit" in err and len(err.splitlines()) == 1
