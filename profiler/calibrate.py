@@ -59,8 +59,8 @@ def fit_summary(cal: Calibration) -> str:
             continue
         err = cal.fit_error.get(role, {})
         knee = f", knee at {coef.knee_tokens:g} tok, slope {coef.after_knee_ms:+.3g} ms/tok after it" if coef.after_knee_ms else ""
-        held = (f"held-out MAPE {err.get('mape_pct')} % (max {err.get('max_ape_pct')} %, "
-                f"n_test {err.get('n_test')})")
+        held = (f"held-out MAPE {err.get('mape_pct')} % (max {err.get('max_ape_pct')} %, n_test {err.get('n_test')})"
+                if err.get("n_test") else "too few points to hold any out")
         lines.append(f"{role}: {coef.fixed_ms:.4g} ms + {coef.per_kv_token_ms:.3g} ms/kv-tok + "
                      f"{coef.per_batched_token_ms:.3g} ms/tok + {coef.per_seq_ms:.3g} ms/seq{knee}; {held}")
     e = cal.fit_error

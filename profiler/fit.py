@@ -148,7 +148,7 @@ def ape_pct(coef: ForwardCoefficients, s: Samples) -> np.ndarray:
 def split(n: int, seed: int, fraction: float = HOLDOUT_FRACTION) -> tuple[np.ndarray, np.ndarray]:
     """Seeded train/test indices; no test set when there are too few points to spare any."""
     order = np.random.default_rng(seed).permutation(n)
-    n_test = int(round(fraction * n)) if n >= 10 else 0
+    n_test = int(round(fraction * n)) if n >= 8 else 0
     return np.sort(order[n_test:]), np.sort(order[:n_test])
 
 
