@@ -267,3 +267,17 @@ def test_models_that_do_not_fit_are_a_one_line_error(tmp_path, monkeypatch, caps
     assert cli.main(TINY + SMALL_GRID + ["--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip()
     assert "do not fit" in err and len(err.splitlines()) == 1
+
+
+def test_local_model_directory_with_config_json(tmp_path):
+    model_dir = tmp_path / "my-model"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text(json.dumps(load_config("tiny-draft")))
+    out = tmp_path / "out"
+    argv = ["--target", str(model_dir), "--device", "cpu", "--threads", "1", "--warmup", "0", "--repeats", "1",
+            "--quiet", "--grid", "quick", "--batch-sizes", "1,2,4", "--query-tokens", "1,2", "--context-lengths",
+            "8", "--prefill-chunks", "none", "--out", str(out)]
+    assert cli.main(argv) == 0
+    cal = load_calibration(out / "calibration.json")
+    assert cal.name == "my-model-cpu" and cal.draft.forward is None
+    assert {r["model"] for r in read_rows(out / "measurements.csv")} == {"my-model"}
