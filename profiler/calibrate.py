@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Sequence
 
-from profiler.fit import fit_profile
+from profiler.fit import fit_profile, merge_passes
 from profiler.models import DTYPE_BYTES, ModelShape
 from simulator.costmodel import Calibration, DraftCost, MemorySpec
 
@@ -30,6 +30,8 @@ def build_calibration(rows: Sequence[dict], name: str, target: ModelShape, draft
     if dtype not in DTYPE_BYTES:
         raise ValueError(f"unknown dtype {dtype!r}")
     tfit, dfit, fit_error = fit_profile(rows, seed)
+    passes = max((int(r.get("pass_no") or 0) for r in rows), default=0) + 1
+    rows = merge_passes(rows)
     ok = [r for r in rows if r.get("status", "ok") == "ok"]
     device = ok[0]["device"] if ok else ""
     skipped = sum(1 for r in rows if r.get("status") == "skipped")
@@ -37,7 +39,8 @@ def build_calibration(rows: Sequence[dict], name: str, target: ModelShape, draft
         DraftCost(kind="fraction", fraction_of_target=0.0)
     desc = (f"{target.name} target" + (f" with {draft.name} draft" if draft else "") +
             f" on {device}, {dtype}; fitted by profile-gpu from {len(ok)} measured points"
-            + (f" ({skipped} skipped)" if skipped else "") + ".")
+            + (f" ({skipped} skipped)" if skipped else "") + (f", median of {passes} passes" if passes > 1 else "")
+            + ".")
     notes = {"overhead": "overhead_fixed_ms and overhead_fraction are 0: rejection sampling and bookkeeping "
                          "were not measured by profile-gpu (forward passes only).",
              "draft": "draft.forward is one sequential draft-model forward (query 1); the cost model "

@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prefill-chunks", help="comma list of prefill chunk sizes in tokens ('none' for none)")
     g.add_argument("--warmup", type=int, default=None, help="untimed forwards per point (default 2 cuda, 1 cpu)")
     g.add_argument("--repeats", type=int, default=None, help="timed forwards per point (default 10 cuda, 3 cpu)")
+    g.add_argument("--passes", type=int, default=1,
+                   help="measure the whole grid this many times, pass after pass, and fit the median over "
+                        "passes (spreads load bursts of other jobs on a shared machine)")
     o = p.add_argument_group("output")
     o.add_argument("--out", type=Path, default=None, help="output directory (default profiles/<target>-<device>)")
     o.add_argument("--name", default=None, help="calibration name (default <target>-<draft>-<device>)")
@@ -127,8 +130,8 @@ def profile(args, argv: list[str]) -> int:
     gpu = device.startswith("cuda")
     warmup = args.warmup if args.warmup is not None else (2 if gpu else 1)
     repeats = args.repeats if args.repeats is not None else (10 if gpu else 3)
-    if repeats < 1 or warmup < 0:
-        raise UsageError("--repeats must be >= 1 and --warmup >= 0")
+    if repeats < 1 or warmup < 0 or args.passes < 1:
+        raise UsageError("--repeats and --passes must be >= 1 and --warmup >= 0")
     _set_threads(args, device)
     out = args.out or Path("profiles") / f"{_short(args.target)}-{device.split(':')[0]}"
     out.mkdir(parents=True, exist_ok=True)
@@ -151,17 +154,18 @@ def profile(args, argv: list[str]) -> int:
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     try:
         with Progress(*columns, console=console, transient=True) as bar:
-            task = bar.add_task("measuring", total=len(points))
+            task = bar.add_task("measuring", total=len(points) * args.passes)
             done_before = run_grid(
                 points, models, shapes, info, dtype, csv_path, warmup, repeats, args.cpu_clock,
                 on_row=lambda m: (bar.advance(task), None if args.quiet else bar.console.print(describe(m))),
-                on_skip_done=lambda p: bar.advance(task))
+                on_skip_done=lambda p: bar.advance(task), passes=args.passes)
     except ProfileMismatch as exc:
         raise UsageError(str(exc)) from None
     except KeyboardInterrupt:
         console.print(f"interrupted: finished points are in {csv_path}; rerun the same command to resume")
         return 130
-    console.print(f"measured {done_before} new points ({len(points) - done_before} already in {csv_path})")
+    console.print(f"measured {done_before} new points ({len(points) * args.passes - done_before} already in "
+                  f"{csv_path})")
     rows = read_measurements(csv_path)
     name = args.name or "-".join([_short(args.target)] + ([_short(args.draft)] if args.draft else [])
                                  + [device.split(":")[0]])
@@ -170,7 +174,7 @@ def profile(args, argv: list[str]) -> int:
                   "transformers": info.transformers_version, "target_model": args.target,
                   "draft_model": args.draft, "weights": "real" if args.load_weights else "random",
                   "command": "profile-gpu " + shlex.join(argv), "grid": {"preset": args.grid, **spec.as_dict()},
-                  "warmup": warmup, "repeats": repeats, "measured_until": stamp(),
+                  "warmup": warmup, "repeats": repeats, "passes": args.passes, "measured_until": stamp(),
                   "timer": "cuda events" if gpu else f"{args.cpu_clock} clock, {torch.get_num_threads()} threads",
                   "peak_bandwidth_gbs": info.peak_bandwidth_gbs, "peak_tflops": info.peak_tflops,
                   "kv_cache": "transformers DynamicCache with preallocated layers written in place (no per-forward "

@@ -43,6 +43,26 @@ class Samples:
         return Samples(self.batched[idx], self.kv[idx], self.seqs[idx], self.attn2[idx], self.ms[idx])
 
 
+def merge_passes(rows: Iterable[dict]) -> list[dict]:
+    """One row per point: with several passes (--passes), median_ms becomes the median over passes,
+    p10/p90 the lowest/highest; a point counts as skipped only if no pass measured it."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        key = (r["role"], r.get("kind"), int(r["batch"]), int(r["query"]), int(r["context"]))
+        groups.setdefault(key, []).append(r)
+    merged = []
+    for group in groups.values():
+        ok = [r for r in group if r.get("status", "ok") == "ok"]
+        if not ok:
+            merged.append(dict(group[0], passes=len(group)))
+            continue
+        ms = [float(r["median_ms"]) for r in ok]
+        merged.append(dict(ok[0], median_ms=float(np.median(ms)), passes=len(ok),
+                           p10_ms=min(float(r.get("p10_ms") or m) for r, m in zip(ok, ms)),
+                           p90_ms=max(float(r.get("p90_ms") or m) for r, m in zip(ok, ms))))
+    return merged
+
+
 def samples_from_rows(rows: Iterable[dict], role: str) -> Samples:
     """Samples of one role from measurement rows (dicts as csv.DictReader gives them); skipped rows dropped."""
     pts = []
@@ -176,6 +196,7 @@ def fit_role(s: Samples, seed: int = 0) -> RoleFit:
 
 def fit_profile(rows: Sequence[dict], seed: int = 0) -> tuple[RoleFit, RoleFit | None, dict]:
     """Target and draft fits plus the combined held-out error for Calibration.fit_error."""
+    rows = merge_passes(rows)
     target_samples = samples_from_rows(rows, "target")
     if len(target_samples) < 6:
         raise ValueError(f"only {len(target_samples)} target points were measured (need at least 6)")

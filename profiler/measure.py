@@ -48,6 +48,7 @@ class Measurement:
     transformers: str
     measured_at: str
     clock: str = "cuda-events"  # cuda-events, wall (perf_counter) or thread (thread_time, CPU only)
+    pass_no: int = 0  # which pass over the grid (--passes measures every point once per pass)
 
 
 FIELDS = [f.name for f in fields(Measurement)]
@@ -65,7 +66,7 @@ def read_measurements(path: Path) -> list[dict]:
 
 
 def done_keys(rows: Iterable[dict], models: dict[str, str], device: str | None = None,
-              dtype: str | None = None) -> set[tuple[str, int, int, int]]:
+              dtype: str | None = None) -> set[tuple[str, int, int, int, int]]:
     """Keys of finished points; refuses to mix models, devices or dtypes in one directory."""
     keys = set()
     for r in rows:
@@ -77,7 +78,7 @@ def done_keys(rows: Iterable[dict], models: dict[str, str], device: str | None =
             if want is not None and r.get(col) != want:
                 raise ProfileMismatch(f"measurements in this directory were taken with {col} {r.get(col)!r}, "
                                       f"not {want!r}: use another --out")
-        keys.add((role, int(r["batch"]), int(r["query"]), int(r["context"])))
+        keys.add((role, int(r["batch"]), int(r["query"]), int(r["context"]), int(r.get("pass_no") or 0)))
     return keys
 
 
@@ -141,6 +142,8 @@ def _row(p: GridPoint, model: str, status: str, reason: str, t: Timing | None, g
 def describe(m: Measurement) -> str:
     """One line in physical units: latency, bandwidth and FLOP/s next to the device peaks."""
     head = f"{m.role:6s} {m.kind:7s} B={m.batch:<4d} q={m.query:<4d} ctx={m.context:<5d}"
+    if m.pass_no:
+        head += f" pass {m.pass_no + 1}"
     if m.status != "ok":
         return f"{head} skipped ({m.reason})"
     peak_bw = f"{m.peak_gbs:.0f}" if m.peak_gbs else "unknown"
@@ -152,21 +155,25 @@ def describe(m: Measurement) -> str:
 def run_grid(points: list[GridPoint], models: dict, shapes: dict[str, ModelShape], info: DeviceInfo,
              dtype: str, csv_path: Path, warmup: int, repeats: int, clock: str = "wall",
              on_row: Callable[[Measurement], None] | None = None,
-             on_skip_done: Callable[[GridPoint], None] | None = None) -> int:
-    """Measure every point not yet in csv_path; returns how many were measured now."""
+             on_skip_done: Callable[[GridPoint], None] | None = None, passes: int = 1) -> int:
+    """Measure every (point, pass) not yet in csv_path, pass by pass; returns how many were measured now.
+    Several passes spread each point's samples over the whole run, so a burst of load from other
+    jobs hits one sample of many points instead of every sample of a few."""
     done = done_keys(read_measurements(csv_path), {role: s.name for role, s in shapes.items()}, info.name, dtype)
     measured = 0
-    for p in points:
-        if p.key in done:
-            if on_skip_done:
-                on_skip_done(p)
-            continue
-        row = measure_point(models[p.role], shapes[p.role], p, info, dtype, warmup, repeats, clock)
-        append_row(csv_path, row)
-        done.add(p.key)
-        measured += 1
-        if on_row:
-            on_row(row)
+    for pass_no in range(passes):
+        for p in points:
+            if p.key + (pass_no,) in done:
+                if on_skip_done:
+                    on_skip_done(p)
+                continue
+            row = measure_point(models[p.role], shapes[p.role], p, info, dtype, warmup, repeats, clock)
+            row.pass_no = pass_no
+            append_row(csv_path, row)
+            done.add(p.key + (pass_no,))
+            measured += 1
+            if on_row:
+                on_row(row)
     return measured
 
 

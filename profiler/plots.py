@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from profiler.fit import predict_ms, samples_from_rows  # noqa: E402
+from profiler.fit import merge_passes, predict_ms, samples_from_rows  # noqa: E402
 from simulator.costmodel import ForwardCoefficients  # noqa: E402
 
 
@@ -75,6 +75,7 @@ def plot_measured_vs_predicted(rows: Sequence[dict], fits: dict[str, ForwardCoef
 
 
 def write_plots(rows: Sequence[dict], fits: dict[str, ForwardCoefficients], out: Path) -> list[Path]:
+    rows = merge_passes(rows)
     paths = [plot_latency_curves(rows, role, coef, out / f"latency_{role}.png") for role, coef in fits.items()]
     paths.append(plot_measured_vs_predicted(rows, fits, out / "measured_vs_predicted.png"))
     return paths

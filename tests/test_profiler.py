@@ -281,3 +281,21 @@ def test_local_model_directory_with_config_json(tmp_path):
     cal = load_calibration(out / "calibration.json")
     assert cal.name == "my-model-cpu" and cal.draft.forward is None
     assert {r["model"] for r in read_rows(out / "measurements.csv")} == {"my-model"}
+
+
+def test_passes_measure_each_point_once_per_pass_and_fit_the_median(tmp_path, monkeypatch):
+    grid = ["--grid", "quick", "--batch-sizes", "1,2,4", "--query-tokens", "1,2", "--context-lengths", "8",
+            "--prefill-chunks", "none"]
+    assert cli.main(TINY + grid + ["--passes", "2", "--out", str(tmp_path)]) == 0
+    rows = read_rows(tmp_path / "measurements.csv")
+    assert sorted(r["pass_no"] for r in rows) == ["0"] * 9 + ["1"] * 9
+    calls: list = []
+    real = measure.measure_point
+    monkeypatch.setattr(measure, "measure_point", lambda *a, **k: calls.append(a[2].key) or real(*a, **k))
+    assert cli.main(TINY + grid + ["--passes", "3", "--out", str(tmp_path)]) == 0
+    assert len(calls) == 9  # only the third pass is new
+    cal = load_calibration(tmp_path / "calibration.json")
+    assert "median of 3 passes" in cal.description and cal.provenance["passes"] == 3
+    from profiler.fit import merge_passes
+    merged = merge_passes(read_rows(tmp_path / "measurements.csv"))
+    assert len(merged) == 9 and all(m["passes"] == 3 for m in merged)
