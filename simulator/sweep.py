@@ -127,6 +127,9 @@ def make_sim_config(calibration: str, replicas: int, engine: dict[str, Any],
     unknown = sorted(set(engine) - known)
     if unknown:
         raise ConfigError(f"[engine]: unknown SimConfig option(s) {', '.join(unknown)}")
+    axes = sorted({"calibration", "replicas"} & set(engine))
+    if axes:
+        raise ConfigError(f"[engine]: {', '.join(axes)} is a sweep axis (use calibrations/replicas)")
     opts = dict(engine)
     if "position_rates" in opts:
         opts["position_rates"] = tuple(opts["position_rates"])

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from simulator.capacity import CapacityTask, capacity_task, capacity_tasks
 from simulator.config import ConfigError
@@ -163,3 +164,20 @@ def test_time_scale_sweep_plots_against_offered_rate(tmp_path):
     assert by_scale[0.25] == pytest.approx(4 * by_scale[1.0], rel=1e-6)
     paths = plot_sweep(df, tmp_path / "fig")
     assert len(paths) == 2 and all(p.exists() for p in paths)
+
+
+@settings(max_examples=40, deadline=None)
+@given(field_name=st.sampled_from(["trace", "policy", "rate", "time_scale", "calibration", "replicas",
+                                   "seed", "max_requests", "duration_s", "engine"]))
+def test_run_id_changes_with_every_field(field_name):
+    base = RunSpec("sharegpt", policy="fixed:3", rate=2.0, max_requests=60, engine=(("max_k", 5),))
+    changed = {"trace": "azure-conv", "policy": "fixed:2", "rate": 3.0, "time_scale": 2.0,
+               "calibration": "llama3-70b-tp4-ngram-h100", "replicas": 2, "seed": 1, "max_requests": 61,
+               "duration_s": 10.0, "engine": (("max_k", 6),)}[field_name]
+    assert replace(base, **{field_name: changed}).run_id != base.run_id
+    assert replace(base).run_id == base.run_id
+
+
+def test_engine_cannot_override_an_axis():
+    with pytest.raises(ConfigError, match="sweep axis"):
+        small_spec(engine={"calibration": "x"}).validate()
