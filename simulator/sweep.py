@@ -64,7 +64,7 @@ class RunSpec:
     replicas: int = 1
     seed: int = 0
     max_requests: int | None = None
-    duration_s: float | None = None
+    trace_duration_s: float | None = None  # keep arrivals before this time (s)
     engine: tuple[tuple[str, Any], ...] = ()  # extra SimConfig fields, sorted (name, value) pairs
 
     @property
@@ -93,7 +93,7 @@ class SweepSpec:
     replicas: list[int] = field(default_factory=lambda: [1])
     seeds: list[int] = field(default_factory=lambda: [0])
     max_requests: int | None = None
-    duration_s: float | None = None
+    trace_duration_s: float | None = None  # keep arrivals before this time (s)
     engine: dict[str, Any] = field(default_factory=dict)  # SimConfig overrides shared by all runs
 
     def validate(self) -> "SweepSpec":
@@ -150,7 +150,7 @@ def expand_grid(spec: SweepSpec) -> list[RunSpec]:
             spec.replicas, spec.seeds):
         run = RunSpec(trace=trace, policy=policy, rate=rate, time_scale=1.0 if rate else scale,
                       calibration=calib, replicas=reps, seed=seed, max_requests=spec.max_requests,
-                      duration_s=spec.duration_s, engine=engine)
+                      trace_duration_s=spec.trace_duration_s, engine=engine)
         runs.setdefault(run.run_id, run)
     return list(runs.values())
 
@@ -173,14 +173,17 @@ def build_trace(run: RunSpec):
     import traces
 
     if run.trace == SYNTHETIC:
-        count = {"duration_s": run.duration_s} if run.max_requests is None else {"num_requests": run.max_requests}
+        count = ({"duration_s": run.trace_duration_s} if run.max_requests is None
+                 else {"num_requests": run.max_requests})
         return traces.synthetic_trace(run.rate, seed=run.seed, **count)
     path = str(resolve_trace(run.trace))
     if run.rate is None:
-        return _load_trace(path, os.path.getmtime(path), run.time_scale, run.max_requests, run.duration_s)
+        return _load_trace(path, os.path.getmtime(path), run.time_scale, run.max_requests,
+                           run.trace_duration_s)
     lengths = _load_trace(path, os.path.getmtime(path), 1.0, None, None)
-    if run.duration_s is not None and run.max_requests is None:
-        return traces.synthetic_trace(run.rate, duration_s=run.duration_s, lengths_from=lengths, seed=run.seed)
+    if run.trace_duration_s is not None and run.max_requests is None:
+        return traces.synthetic_trace(run.rate, duration_s=run.trace_duration_s, lengths_from=lengths,
+                                      seed=run.seed)
     return traces.synthetic_trace(run.rate, num_requests=run.max_requests or len(lengths),
                                   lengths_from=lengths, seed=run.seed)
 
@@ -204,8 +207,9 @@ def offered_rate(trace: Any) -> float | None:
 
 
 def merge_summary(row: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
-    """Summary metrics keyed so they never overwrite a config column (`policy` -> `policy_name`)."""
-    return {(f"{k}_name" if k in row else k): v for k, v in summary.items()}
+    """Summary metrics that never overwrite a config column: a differing value is kept as
+    `KEY_name` (`policy_name` = the policy's own name for the spec, `calibration_name`)."""
+    return {(f"{k}_name" if k in row else k): v for k, v in summary.items() if k not in row or row[k] != v}
 
 
 def simulate(run: RunSpec, record_steps: bool = False):

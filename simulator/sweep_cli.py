@@ -12,7 +12,7 @@ the command line override the TOML file's; relative paths in the file are relati
 Exit status: 0 all runs ok, 1 some runs failed (recorded in the table), 2 bad options, 130 interrupted.
 
 TOML file: a [sweep] table with traces, policies, rates, time_scales, calibrations, replicas,
-seeds (lists), max_requests, duration_s, out, plot, workers, dask, progress; an [engine] table
+seeds (lists), max_requests, trace_duration_s, out, plot, workers, dask, progress; an [engine] table
 with any SimConfig field (max_k = 5, acceptance = 0.5, slo_ms = {ttft = 200}); and, for a capacity
 search, a [capacity] table with slo, lo, hi, tol, grow. With --dask, every Dask worker must be
 able to import specsim (same environment as this command).
@@ -31,7 +31,7 @@ from simulator.config import parse_slo
 from simulator.sweep import SYNTHETIC, SweepSpec, expand_grid, resolve_trace, run_tasks, summarize
 
 SWEEP_KEYS = {"traces", "policies", "rates", "time_scales", "calibrations", "replicas", "seeds",
-              "max_requests", "duration_s", "out", "workers", "dask", "plot", "progress"}
+              "max_requests", "trace_duration_s", "out", "workers", "dask", "plot", "progress"}
 CAPACITY_KEYS = {"slo", "lo", "hi", "tol", "grow"}
 
 
@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--replicas", help="replica counts, comma-separated")
     add("--seeds", help="seeds: 0,1,2 or a range 0-9")
     add("--max-requests", type=int, help="first N requests of each trace")
-    add("--duration", type=float, dest="duration_s", help="first S seconds of each trace")
+    add("--duration", type=float, dest="trace_duration_s",
+        help="first S seconds of each trace (with --rates and no --max-requests: arrivals for S seconds)")
     add("--max-k", type=int, help="engine lookahead cap (SimConfig.max_k)")
     add("--acceptance", help="acceptance preset or number in (0,1)")
     add("--set", action="append", default=[], metavar="KEY=VALUE", help="any SimConfig field; repeatable")
@@ -187,7 +188,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         replicas=pick(args.replicas, "replicas", int, [1]),
         seeds=pick(args.seeds, "seeds", int, [0]),
         max_requests=_scalar(pick(args.max_requests, "max_requests"), int, "max-requests"),
-        duration_s=_scalar(pick(args.duration_s, "duration_s"), float, "duration"),
+        trace_duration_s=_scalar(pick(args.trace_duration_s, "trace_duration_s"), float, "duration"),
         engine=engine)
     capacity = None
     if args.capacity or cap is not None:

@@ -16,7 +16,7 @@ from simulator.sweep import (RunSpec, SweepSpec, execute_run, expand_grid, run_s
 
 SMALL = dict(traces=["sharegpt"], max_requests=60)
 CONFIG_COLUMNS = {"run_id", "status", "error", "wall_s", "trace", "policy", "rate", "time_scale",
-                  "calibration", "replicas", "seed", "max_requests", "duration_s"}
+                  "calibration", "replicas", "seed", "max_requests", "trace_duration_s"}
 METRICS = {"completed", "failed", "duration_s", "request_throughput", "output_throughput",
            "mean_ttft_ms", "p99_ttft_ms", "mean_tpot_ms", "p99_e2el_ms", "mean_e2el_ms", "mean_k",
            "mean_acceptance_length", "draft_acceptance_rate", "spec_goodput_tok_s", "offered_rate"}
@@ -168,12 +168,12 @@ def test_time_scale_sweep_plots_against_offered_rate(tmp_path):
 
 @settings(max_examples=40, deadline=None)
 @given(field_name=st.sampled_from(["trace", "policy", "rate", "time_scale", "calibration", "replicas",
-                                   "seed", "max_requests", "duration_s", "engine"]))
+                                   "seed", "max_requests", "trace_duration_s", "engine"]))
 def test_run_id_changes_with_every_field(field_name):
     base = RunSpec("sharegpt", policy="fixed:3", rate=2.0, max_requests=60, engine=(("max_k", 5),))
     changed = {"trace": "azure-conv", "policy": "fixed:2", "rate": 3.0, "time_scale": 2.0,
                "calibration": "llama3-70b-tp4-ngram-h100", "replicas": 2, "seed": 1, "max_requests": 61,
-               "duration_s": 10.0, "engine": (("max_k", 6),)}[field_name]
+               "trace_duration_s": 10.0, "engine": (("max_k", 6),)}[field_name]
     assert replace(base, **{field_name: changed}).run_id != base.run_id
     assert replace(base).run_id == base.run_id
 
