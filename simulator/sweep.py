@@ -337,6 +337,12 @@ def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
 # ---------------------------------------------------------------- executors
 
 
+def crash_row(task: Task, exc: BaseException) -> dict[str, Any]:
+    """The row of a task whose worker died (BrokenProcessPool, KilledWorker): retried on resume."""
+    return {"run_id": task.run_id, **task.columns(), "status": STATUS_ERROR,
+            "error": f"worker failed: {one_line(exc)}", "wall_s": float("nan")}
+
+
 def _ignore_sigint() -> None:
     """Workers leave Ctrl-C to the parent, which cancels pending runs and writes the table."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -349,11 +355,13 @@ def _iter_local(fn: Callable, tasks: Sequence[Task], workers: int) -> Iterator[d
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
                                initializer=_ignore_sigint)
     try:
-        pending: set[Future] = {pool.submit(fn, t) for t in tasks}
+        owner: dict[Future, Task] = {pool.submit(fn, t): t for t in tasks}
+        pending = set(owner)
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
-                yield fut.result()
+                exc = fut.exception()
+                yield crash_row(owner[fut], exc) if exc else fut.result()
     except BaseException:  # interrupted (Ctrl-C, generator closed): do not wait for running tasks
         pool.shutdown(wait=False, cancel_futures=True)
         raise
@@ -366,10 +374,10 @@ def _iter_dask(fn: Callable, tasks: Sequence[Task], client_or_address: Any) -> I
     own = not isinstance(client_or_address, Client)
     client = Client(client_or_address) if own else client_or_address
     try:
-        futures = [client.submit(fn, t, key=f"{getattr(fn, '__name__', 'task')}-{t.run_id}", pure=False)
-                   for t in tasks]
-        for fut in as_completed(futures):
-            yield fut.result()
+        owner = {client.submit(fn, t, key=f"{getattr(fn, '__name__', 'task')}-{t.run_id}", pure=False): t
+                 for t in tasks}
+        for fut in as_completed(list(owner)):
+            yield crash_row(owner[fut], fut.exception()) if fut.status == "error" else fut.result()
     finally:
         if own:
             client.close()

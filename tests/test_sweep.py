@@ -181,3 +181,18 @@ def test_run_id_changes_with_every_field(field_name):
 def test_engine_cannot_override_an_axis():
     with pytest.raises(ConfigError, match="sweep axis"):
         small_spec(engine={"calibration": "x"}).validate()
+
+
+def _die(run: RunSpec) -> dict:
+    """A task whose worker process dies (as on an out-of-memory kill)."""
+    if run.seed == 1:
+        import os
+
+        os._exit(3)
+    return execute_run(run)
+
+
+def test_dead_worker_is_recorded_not_fatal(tmp_path):
+    runs = expand_grid(small_spec(policies=["none"], rates=[2.0], seeds=[0, 1]))
+    df = run_tasks(runs, tmp_path, fn=_die, workers=1, progress=False).set_index("seed")
+    assert df.loc[1, "status"] == "error" and "worker failed" in df.loc[1, "error"]
