@@ -5,6 +5,7 @@
 * `plot_timeline`: chosen proposal length k and the policy's estimated acceptance over time
   for one run (from `SimResult.steps`),
 * `plot_capacity`: capacity per policy from a capacity-search table,
+* `summarize`: the mean over seeds of a few metrics per configuration (a compact table),
 * `plot_sweep`: the first two for a result table, one pair per (trace, calibration, replicas).
 
 Rate on the x axis is the Poisson `rate` of the run when set, else the trace's offered rate.
@@ -178,3 +179,12 @@ def _save(fig: plt.Figure, path: str | Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def summarize(df: pd.DataFrame, metrics: Iterable[str] = ("mean_e2el_ms", "p99_e2el_ms",
+                                                           "output_throughput", "mean_k")) -> pd.DataFrame:
+    """Mean of the given metrics over seeds, per (trace, rate, time_scale, policy, calibration, replicas)."""
+    ok = df[df["status"] == "ok"]
+    keys = [k for k in ("trace", "rate", "time_scale", "calibration", "replicas", "policy") if k in ok]
+    cols = [m for m in metrics if m in ok]
+    return ok.groupby(keys, dropna=False)[cols].mean().reset_index()

@@ -30,7 +30,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import asdict, dataclass, field, fields
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import pandas as pd
 
@@ -44,10 +44,9 @@ TABLE_REWRITE_INTERVAL_S = 1.0
 
 
 class Task(Protocol):
-    """Anything `run_tasks` can execute: a stable id and flat config columns."""
+    """Anything `run_tasks` can execute: a stable `run_id` and flat config `columns()`."""
 
-    @property
-    def run_id(self) -> str: ...
+    run_id: str
 
     def columns(self) -> dict[str, Any]: ...
 
@@ -402,12 +401,14 @@ def run_tasks(tasks: Sequence[Task], out_dir: str | os.PathLike, fn: Callable = 
     store = ResultStore.open(out_dir, name)
     done = store.finished()
     todo = [t for t in tasks if t.run_id not in done]
-    bar = _Bar(progress, total=len(tasks), skipped=len(tasks) - len(todo))
+    skipped, failed = len(tasks) - len(todo), 0
     try:
-        with bar:
+        with _progress_bar(progress) as bar:
+            bar_task = bar.add_task(f"({skipped} resumed)", total=len(tasks), completed=skipped)
             for row in iter_results(fn, todo, workers, dask) if todo else ():
                 store.add(row)
-                bar.advance(row)
+                failed += row.get("status") != STATUS_OK
+                bar.update(bar_task, advance=1, description=f"({skipped} resumed, {failed} failed)")
                 if on_row:
                     on_row(row)
     finally:
@@ -415,41 +416,16 @@ def run_tasks(tasks: Sequence[Task], out_dir: str | os.PathLike, fn: Callable = 
     return store.frame()
 
 
+def _progress_bar(enabled: bool):
+    """A rich progress bar over runs (disabled: a no-op with the same interface)."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    return Progress(TextColumn("[bold]sweep[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled)
+
+
 def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike, workers: int = 2, dask: Any = None,
               progress: bool = True) -> pd.DataFrame:
     """Expand the spec, execute every unfinished run, and return the result table."""
     return run_tasks(expand_grid(spec.validate()), out_dir, execute_run, workers, dask, progress)
-
-
-class _Bar:
-    """A rich progress bar counting finished, resumed and failed runs (silent when disabled)."""
-
-    def __init__(self, enabled: bool, total: int, skipped: int) -> None:
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
-
-        self.errors, self.skipped = 0, skipped
-        self.progress = Progress(TextColumn("[bold]sweep[/] {task.description}"), BarColumn(),
-                                 MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-                                 disable=not enabled)
-        self.task = self.progress.add_task(f"({skipped} resumed)", total=total, completed=skipped)
-
-    def __enter__(self) -> "_Bar":
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.progress.__exit__(*exc)
-
-    def advance(self, row: dict[str, Any]) -> None:
-        self.errors += row.get("status") != STATUS_OK
-        self.progress.update(self.task, advance=1, description=f"({self.skipped} resumed, {self.errors} failed)")
-
-
-def summarize(df: pd.DataFrame, metrics: Iterable[str] = ("mean_e2el_ms", "p99_e2el_ms",
-                                                           "output_throughput", "mean_k")) -> pd.DataFrame:
-    """Mean of the given metrics over seeds, per (trace, rate, time_scale, policy, calibration, replicas)."""
-    ok = df[df["status"] == STATUS_OK]
-    keys = [k for k in ("trace", "rate", "time_scale", "calibration", "replicas", "policy") if k in ok]
-    cols = [m for m in metrics if m in ok]
-    return ok.groupby(keys, dropna=False)[cols].mean().reset_index()

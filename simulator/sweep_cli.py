@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from simulator.config import parse_slo
-from simulator.sweep import SYNTHETIC, SweepSpec, expand_grid, resolve_trace, run_tasks, summarize
+from simulator.sweep import SYNTHETIC, SweepSpec, expand_grid, resolve_trace, run_tasks
 
 SWEEP_KEYS = {"traces", "policies", "rates", "time_scales", "calibrations", "replicas", "seeds",
               "max_requests", "trace_duration_s", "out", "workers", "dask", "plot", "progress"}
@@ -272,6 +272,8 @@ def _print_table(df, shown: list[str]) -> None:
     """Per-configuration means over seeds, showing only the config columns that vary."""
     from rich.console import Console
     from rich.table import Table
+
+    from simulator.plots import summarize
 
     ok = df[df["status"] == "ok"] if len(df) else df
     if ok.empty:
