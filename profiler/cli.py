@@ -195,8 +195,6 @@ def profile(args, argv: list[str]) -> int:
 
 
 def replay(args) -> int:
-    import torch
-
     from profiler.replay import ReplayError, run_replay
     from simulator.costmodel import CalibrationError
     if not args.replay.is_file():

@@ -197,7 +197,6 @@ def time_forward(model, batch: int, query: int, context: int, device: str, warmu
                                            use_cache=True, logits_to_keep=logits_to_keep), device, clock)
             if i >= warmup:
                 samples.append(ms)
-    del cache
     return summarize(samples)
 
 
