@@ -281,20 +281,25 @@ class Replica:
 
     def _shape(self, decoding: list[Request], ks: list[int], prefills: list[tuple[Request, int]]) -> StepShape:
         max_k = max(ks, default=0)
-        proposing = sum(1 for k in ks if k > 0)
-        if max_k and self.cfg.style == "tree":  # one pass of the tree heads drafts every node
-            sizes: tuple[int, ...] = (proposing,)
-        elif max_k:
+        tree = self.cfg.style == "tree"
+        if not max_k:
+            proposing, sizes = 0, ()
+        elif min(ks) == max_k:  # uniform proposal: every request drafts at every draft step
+            proposing = len(ks)
+            sizes = (proposing,) if tree else (proposing,) * max_k
+        else:
             counts = [0] * (max_k + 1)
             for k in ks:
                 counts[k] += 1
-            sizes_list, running = [], 0
-            for j in range(max_k, 0, -1):
-                running += counts[j]
-                sizes_list.append(running)
-            sizes = tuple(reversed(sizes_list))
-        else:
-            sizes = ()
+            proposing = len(ks) - counts[0]
+            if tree:  # one pass of the tree heads drafts every node
+                sizes = (proposing,)
+            else:
+                sizes_list, running = [], 0
+                for j in range(max_k, 0, -1):
+                    running += counts[j]
+                    sizes_list.append(running)
+                sizes = tuple(reversed(sizes_list))
         kv = sum(r.context_tokens for r in decoding)
         prefill_tokens, attn2 = 0, 0.0
         for req, chunk in prefills:
@@ -303,7 +308,7 @@ class Replica:
             attn2 += chunk * (req.prefill_done + chunk / 2.0)
         return StepShape(num_decode=len(decoding), num_proposing=proposing, verify_tokens=sum(ks) + len(ks),
                          prefill_tokens=prefill_tokens, num_prefill=len(prefills), kv_tokens=kv,
-                         max_k=1 if (max_k and self.cfg.style == "tree") else max_k, draft_batch_sizes=sizes,
+                         max_k=1 if (max_k and tree) else max_k, draft_batch_sizes=sizes,
                          prefill_attention_tokens2=attn2)
 
     def _step(self, decoding: list[Request], ks: list[int], prefills: list[tuple[Request, int]]):
