@@ -299,3 +299,15 @@ def test_passes_measure_each_point_once_per_pass_and_fit_the_median(tmp_path, mo
     from profiler.fit import merge_passes
     merged = merge_passes(read_rows(tmp_path / "measurements.csv"))
     assert len(merged) == 9 and all(m["passes"] == 3 for m in merged)
+
+
+def test_load_weights_uses_a_local_checkpoint(tmp_path):
+    from profiler.models import build_model
+    saved = build_model("tiny-draft", "cpu", "fp32", seed=123)
+    saved.save_pretrained(tmp_path)
+    loaded = build_model(str(tmp_path), "cpu", "fp32", load_weights=True)
+    random = build_model(str(tmp_path), "cpu", "fp32", load_weights=False, seed=0)
+    name, param = next(iter(saved.state_dict().items()))
+    assert torch.equal(loaded.state_dict()[name], param)
+    assert not torch.equal(random.state_dict()["model.layers.0.mlp.up_proj.weight"],
+                           saved.state_dict()["model.layers.0.mlp.up_proj.weight"])
