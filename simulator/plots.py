@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Iterable
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -78,6 +79,8 @@ def plot_latency_vs_rate(df: pd.DataFrame, path: str | Path) -> Path:
             ax.plot(c["x"], c[metric] / 1000.0, marker="o", ms=4, label=policy,
                     ls="--" if policy == BASELINE else "-", color="black" if policy == BASELINE else None)
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
         ax.set_xlabel(_xlabel(df))
         ax.set_ylabel(f"{label} end-to-end latency (s)")
         ax.grid(alpha=0.3, which="both")
