@@ -99,24 +99,23 @@ class Recorder:
         self.emitted[i] = req.generated
         self.preemptions[i] = req.preemptions
 
-    def step(self, replica: Replica, start: float, timing, shape, ks: list[int], accepted: list[int],
-             emitted: int) -> None:
+    def step(self, replica: Replica, start: float, timing, shape, acc: int, emitted: int) -> None:
         self.num_steps_total += 1
         self.busy_s += timing.total_s
-        proposed = sum(ks)
-        acc = sum(accepted)
-        drafting = shape.num_proposing
-        self.draft_steps += drafting
+        decode = shape.num_decode
+        proposed = shape.verify_tokens - decode
+        self.draft_steps += shape.num_proposing
         self.draft_tokens += proposed
         self.accepted_tokens += acc
-        self.decode_request_steps += len(ks)
+        self.decode_request_steps += decode
         self.sum_k += proposed
         if not self.record_steps:
             return
         est = replica.policy.estimated_alpha()
         self.step_data.extend((replica.index, replica.decode_steps, start, timing.total_s, timing.draft_s, timing.verify_s,
                timing.overhead_s, shape.num_decode, shape.num_prefill, shape.prefill_tokens, shape.verify_tokens,
-               shape.kv_tokens, proposed / len(ks) if ks else 0.0, shape.max_k if ks else 0, proposed, acc, emitted,
+               shape.kv_tokens, proposed / decode if decode else 0.0, shape.max_k if decode else 0, proposed, acc,
+               emitted,
                np.nan if est is None else est, replica.total_blocks - replica.free_blocks, len(replica.waiting)))
 
     def step_frame(self) -> pd.DataFrame:

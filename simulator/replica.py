@@ -318,12 +318,12 @@ class Replica:
         yield self.env.timeout(timing.total_s)
         now = self.env.now
         accepted = self._draw_acceptance(decoding, ks)
-        emitted_total = self._emit_decodes(decoding, ks, accepted, now, start)
+        emitted_total, accepted_total = self._emit_decodes(decoding, ks, accepted, now, start)
         emitted_total += self._finish_prefill_chunks(prefills, now)
         if decoding:
             self.policy.observe(StepOutcome(decoding, ks, accepted, timing.total_s, self.decode_steps))
             self.decode_steps += 1
-        self.recorder.step(self, start, timing, shape, ks, accepted, emitted_total)
+        self.recorder.step(self, start, timing, shape, accepted_total, emitted_total)
 
     def _draw_acceptance(self, decoding: list[Request], ks: list[int]) -> list[int]:
         mode, rng = self.cfg.acceptance_mode, self.rng
@@ -335,18 +335,15 @@ class Replica:
             u = 1.0 - rng.random()
             return [accepted_chain(r.alpha, k, u) for r, k in zip(decoding, ks)]
         rand, log = rng.random, math.log
-        out = []
-        for r, k in zip(decoding, ks):
-            if k == 0 or r.alpha <= 0.0:
-                out.append(0)
-            else:  # inversion: P(accepted >= j) = alpha^j  (same law as sequential Bernoulli draws)
-                j = int(log(1.0 - rand()) / r.log_alpha)
-                out.append(j if j < k else k)
-        return out
+        # inversion: P(accepted >= j) = alpha^j, the law of sequential Bernoulli draws stopping at a rejection
+        return [min(k, int(log(1.0 - rand()) / r.log_alpha)) if k and r.alpha > 0.0 else 0
+                for r, k in zip(decoding, ks)]
 
     def _emit_decodes(self, decoding: list[Request], ks: list[int], accepted: list[int], now: float,
-                      start: float) -> int:
+                      start: float) -> tuple[int, int]:
+        """Apply a decode step's outcome; returns (tokens emitted, drafts accepted)."""
         total = 0
+        accepted_total = 0
         finished = []
         itl = self.recorder.itl
         back_to_back = 0  # requests that also emitted at the end of the previous step: gap = this step
@@ -359,6 +356,7 @@ class Replica:
                 emitted = left
             req.drafted_tokens += k
             req.accepted_tokens += acc
+            accepted_total += acc
             req.generated += emitted
             req.tokens_left = left - emitted
             ctx = req.context_tokens + emitted
@@ -381,7 +379,7 @@ class Replica:
             self.recorder.itl_many(now - start, back_to_back)
         for req in finished:
             self._finish(req, now)
-        return total
+        return total, accepted_total
 
     def _finish_prefill_chunks(self, prefills: list[tuple[Request, int]], now: float) -> int:
         total = 0
