@@ -21,7 +21,8 @@ from simulator.acceptance import AlphaSampler, preset_position_rates, resolve_me
 from simulator.config import SimConfig
 from simulator.costmodel import Calibration, CostModel, DraftCost, load_calibration
 from simulator.metrics import LogHistogram, describe_histogram_ms, describe_ms, slo_good_mask
-from simulator.replica import Replica, Request
+from simulator.replica import Replica
+from simulator.request import Request
 
 STATUS_PENDING, STATUS_DONE, STATUS_FAILED = 0, 1, 2
 STEP_COLUMNS = ("replica", "step", "start_s", "step_time_s", "draft_s", "verify_s", "overhead_s", "num_decode",
