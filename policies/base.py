@@ -24,7 +24,7 @@ class SpecRequest(Protocol):
     ngram_match: bool  # prompt lookup: whether this step's n-gram lookup found a match
 
 
-@dataclass
+@dataclass(slots=True)
 class DecodeBatch:
     """Everything a policy may use to choose proposal lengths for one step."""
 
@@ -44,7 +44,7 @@ class DecodeBatch:
         return len(self.requests)
 
 
-@dataclass
+@dataclass(slots=True)
 class StepOutcome:
     """What happened in a decode step: per request, tokens proposed and draft tokens accepted."""
 

@@ -31,7 +31,7 @@ class CalibrationError(ValueError):
     """A calibration file or name that cannot be used."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class StepShape:
     """What one engine step computes, summed over the requests it carries."""
 
@@ -181,7 +181,7 @@ def save_calibration(cal: Calibration, path: str | Path) -> None:
     Path(path).write_text(json.dumps(cal.to_dict(), indent=2, sort_keys=False) + "\n")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class StepTime:
     draft_s: float
     verify_s: float
