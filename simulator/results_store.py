@@ -1,0 +1,102 @@
+"""A sweep's result table: an append-only JSON-lines journal (the resume source) plus Parquet/CSV.
+
+Rows are keyed by `run_id`; `ResultStore.add` appends to the journal with fsync and rewrites the
+table atomically at most once per `TABLE_REWRITE_INTERVAL_S`, and `write_table` at the end.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+JOURNAL = "runs.jsonl"
+STATUS_OK = "ok"
+STATUS_ERROR = "error"
+TABLE_REWRITE_INTERVAL_S = 1.0
+
+
+@dataclass
+class ResultStore:
+    """The journal plus the Parquet/CSV table of one sweep directory."""
+
+    out_dir: Path
+    name: str = "results"
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _last_write: float = 0.0
+
+    @property
+    def journal(self) -> Path:
+        return self.out_dir / (JOURNAL if self.name == "results" else f"{self.name}.jsonl")
+
+    @classmethod
+    def open(cls, out_dir: str | os.PathLike, name: str = "results") -> "ResultStore":
+        store = cls(Path(out_dir), name)
+        store.out_dir.mkdir(parents=True, exist_ok=True)
+        store.rows = store._load()
+        return store
+
+    def _load(self) -> dict[str, dict[str, Any]]:
+        rows: dict[str, dict[str, Any]] = {}
+        if self.journal.exists():
+            text = self.journal.read_text()
+            if text and not text.endswith("\n"):  # a line cut by an interrupt: end it
+                with self.journal.open("a") as fh:
+                    fh.write("\n")
+            for line in text.splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut by an interrupt
+                rows[row["run_id"]] = row
+            return rows
+        parquet = self.out_dir / f"{self.name}.parquet"
+        if parquet.exists():
+            for row in pd.read_parquet(parquet).to_dict("records"):
+                rows[row["run_id"]] = row
+        return rows
+
+    def finished(self) -> set[str]:
+        return {rid for rid, row in self.rows.items() if row.get("status") == STATUS_OK}
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows[row["run_id"]] = row
+        with self.journal.open("a") as fh:
+            fh.write(json.dumps(row, default=_json_default) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        if time.monotonic() - self._last_write >= TABLE_REWRITE_INTERVAL_S:
+            self.write_table()
+
+    def frame(self) -> pd.DataFrame:
+        df = pd.DataFrame(list(self.rows.values()))
+        if df.empty:
+            return df
+        front = [c for c in ("run_id", "status", "error", "wall_s") if c in df]
+        return df[front + [c for c in df.columns if c not in front]]
+
+    def write_table(self) -> pd.DataFrame:
+        """Atomically rewrite `NAME.parquet` and `NAME.csv` from the rows recorded so far."""
+        df = self.frame()
+        self._last_write = time.monotonic()
+        if df.empty:
+            return df
+        _atomic(self.out_dir / f"{self.name}.parquet", lambda p: df.to_parquet(p, index=False))
+        _atomic(self.out_dir / f"{self.name}.csv", lambda p: df.to_csv(p, index=False))
+        return df
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()  # numpy scalars
+    return str(value)
+
+
+def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
