@@ -1,5 +1,7 @@
 """Wall time and peak memory of `simulate`, each case in a fresh process.
 
+Reports wall time and CPU time (process_time: steadier on a shared VM, where wall time varies
+by tens of percent between identical runs) of `simulate` itself, and the process's peak RSS.
 Cases: the bundled Azure conversation trace (10,108 requests, 30 min of traffic) under `fixed:3`
 and `none`, and a 1,000,000-request synthetic Poisson trace (bounded memory: no step log).
 
@@ -26,10 +28,10 @@ CASES = {
 CHILD = """
 import resource, sys, time
 from simulator.cli import main
-t = time.perf_counter()
+t, c = time.perf_counter(), time.process_time()
 code = main(sys.argv[1:] + ["--quiet"])
-wall = time.perf_counter() - t
-print("BENCH", wall, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, code)
+wall, cpu = time.perf_counter() - t, time.process_time() - c
+print("BENCH", wall, cpu, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, code)
 """
 
 
@@ -40,8 +42,9 @@ def run_case(args: list[str]) -> dict:
     line = next((l for l in proc.stdout.splitlines() if l.startswith("BENCH")), None)
     if line is None or proc.returncode:
         raise RuntimeError(f"case failed: {proc.stderr.strip().splitlines()[-1:]}")
-    _, wall, rss_kb, _ = line.split()
-    return {"simulate_s": float(wall), "process_s": total, "peak_rss_mb": int(rss_kb) / 1024}
+    _, wall, cpu, rss_kb, _ = line.split()
+    return {"simulate_s": float(wall), "simulate_cpu_s": float(cpu), "process_s": total,
+            "peak_rss_mb": int(rss_kb) / 1024}
 
 
 def main() -> None:
@@ -54,8 +57,8 @@ def main() -> None:
             continue
         results[name] = run_case(case)
         r = results[name]
-        print(f"{name:40s} simulate {r['simulate_s']:7.2f} s   process {r['process_s']:7.2f} s   "
-              f"peak RSS {r['peak_rss_mb']:7.0f} MB", flush=True)
+        print(f"{name:40s} simulate {r['simulate_s']:7.2f} s wall, {r['simulate_cpu_s']:7.2f} s CPU   "
+              f"process {r['process_s']:7.2f} s   peak RSS {r['peak_rss_mb']:7.0f} MB", flush=True)
     print(json.dumps(results, indent=2))
 
 

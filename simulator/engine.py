@@ -55,8 +55,7 @@ class Recorder:
         self.status = np.zeros(n, dtype=np.int8)
         self.reasons: dict[int, str] = {}
         self.itl_hist = LogHistogram()
-        self.itl = self.itl_hist.add
-        self.itl_many = self.itl_hist.add
+        self.itl = self.itl_hist.add  # itl(gap_s, count=1)
         self.record_steps = record_steps
         self.step_data = array("d")  # row-major, len(STEP_COLUMNS) values per step
         self.num_steps_total = 0

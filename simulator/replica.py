@@ -277,7 +277,7 @@ class Replica:
         yield self.env.timeout(timing.total_s)
         now = self.env.now
         accepted = self._draw_acceptance(decoding, ks)
-        emitted_total, accepted_total = self._emit_decodes(decoding, ks, accepted, now, start)
+        emitted_total, accepted_total = self._emit_decodes(decoding, ks, accepted, now)
         emitted_total += self._finish_prefill_chunks(prefills, now)
         if decoding:
             self.policy.observe(StepOutcome(decoding, ks, accepted, timing.total_s, self.decode_steps))
@@ -295,17 +295,16 @@ class Replica:
             return [accepted_chain(r.alpha, k, u) for r, k in zip(decoding, ks)]
         rand, log = rng.random, math.log
         # inversion: P(accepted >= j) = alpha^j, the law of sequential Bernoulli draws stopping at a rejection
-        return [min(k, int(log(1.0 - rand()) / r.log_alpha)) if k and r.alpha > 0.0 else 0
+        return [(j if (j := int(log(1.0 - rand()) / r.log_alpha)) < k else k) if k and r.alpha > 0.0 else 0
                 for r, k in zip(decoding, ks)]
 
-    def _emit_decodes(self, decoding: list[Request], ks: list[int], accepted: list[int], now: float,
-                      start: float) -> tuple[int, int]:
+    def _emit_decodes(self, decoding: list[Request], ks: list[int], accepted: list[int],
+                      now: float) -> tuple[int, int]:
         """Apply a decode step's outcome; returns (tokens emitted, drafts accepted)."""
         total = 0
         accepted_total = 0
         finished = []
-        itl = self.recorder.itl
-        back_to_back = 0  # requests that also emitted at the end of the previous step: gap = this step
+        gaps: dict[float, int] = {}  # ITL gaps grouped by the time each request last emitted
         bs = self.block_size
         freed = 0
         for req, k, acc in zip(decoding, ks, accepted):
@@ -321,10 +320,8 @@ class Replica:
             ctx = req.context_tokens + emitted
             req.context_tokens = ctx
             req.num_steps += 1
-            if req.last_token_s == start:
-                back_to_back += 1
-            else:
-                itl(now - req.last_token_s)
+            last = req.last_token_s
+            gaps[last] = gaps.get(last, 0) + 1
             req.last_token_s = now
             total += emitted
             keep = -(-ctx // bs)  # give back lookahead slots that rejected drafts did not use
@@ -334,8 +331,8 @@ class Replica:
             if left == emitted:
                 finished.append(req)
         self.free_blocks += freed
-        if back_to_back:
-            self.recorder.itl_many(now - start, back_to_back)
+        for last, count in gaps.items():
+            self.recorder.itl(now - last, count)
         for req in finished:
             self._finish(req, now)
         return total, accepted_total
