@@ -311,3 +311,15 @@ def test_load_weights_uses_a_local_checkpoint(tmp_path):
     assert torch.equal(loaded.state_dict()[name], param)
     assert not torch.equal(random.state_dict()["model.layers.0.mlp.up_proj.weight"],
                            saved.state_dict()["model.layers.0.mlp.up_proj.weight"])
+
+
+def test_simulator_runs_on_a_calibration_the_profiler_wrote(profile_dir):
+    from simulator.cli import main as simulate_main
+
+    code = simulate_main(["--trace", "sharegpt", "--max-requests", "20", "--policy", "none", "--policy", "fixed:2",
+                          "--calibration", str(profile_dir / "calibration.json"), "--quiet",
+                          "--out", str(profile_dir / "sim")])
+    assert code == 0
+    summary = json.loads((profile_dir / "sim" / "fixed_2" / "summary.json").read_text())
+    assert summary["completed"] == 20 and summary["calibration"] == load_calibration(
+        profile_dir / "calibration.json").name
