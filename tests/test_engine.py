@@ -224,3 +224,17 @@ def test_invariants_hold_on_random_workloads(n, seed, k, kv_blocks, chunked, max
     result = run_simulation(trace, config, f"fixed:{k}", seed=seed)
     check_invariants(trace, result, config)
     assert result.summary["completed"] + result.summary["failed"] == n
+
+
+def test_tree_style_accepts_as_the_tree_model_expects_and_drafts_in_one_pass():
+    from policies.tree import expected_accepted_tree
+
+    trace = make_trace([0, 0, 0], [64] * 3, [3000] * 3)
+    config = SimConfig(style="tree", acceptance=0.6, acceptance_spread=0)
+    result = run_simulation(trace, config, "fixed:4", seed=2)
+    check_invariants(trace, result, config)
+    steps = result.steps
+    full = steps[(steps["num_decode"] > 0) & (steps["k_mean"] == 4)]
+    per_step = full["emitted"].sum() / full["num_decode"].sum()
+    assert per_step == pytest.approx(1 + expected_accepted_tree(0.6, 4), rel=0.03)
+    assert (full["k_max"] == 1).all()  # the tree heads draft every node in one pass
