@@ -267,11 +267,7 @@ def expected_tokens(alpha: float, k: int) -> float:
     return (1.0 - alpha ** (k + 1)) / (1.0 - alpha)
 
 
-def kv_blocks(tokens: int, block_size: int = 16) -> int:
-    return -(-tokens // block_size) if tokens > 0 else 0
-
-
 __all__ = ["StepShape", "ForwardCoefficients", "DraftCost", "MemorySpec", "Calibration", "CostModel", "StepTime",
            "CalibrationError", "load_calibration", "save_calibration", "calibration_from_dict",
-           "available_calibrations", "uniform_shape", "shape_from_proposals", "expected_tokens", "kv_blocks",
+           "available_calibrations", "uniform_shape", "shape_from_proposals", "expected_tokens",
            "DEFAULT_CALIBRATION", "OOM_STEP_TIME_S"]

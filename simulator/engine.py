@@ -185,9 +185,9 @@ def run_simulation(trace, config: SimConfig, policy: str | Policy = "none", seed
     recorder = Recorder(n, config.record_steps, on_finish)
     env = simpy.Environment()
     rng = random.Random(seed)
-    policies = [make_policy(policy) if isinstance(policy, str) else policy for _ in range(config.replicas)]
     if not isinstance(policy, str) and config.replicas > 1:
         raise ValueError("pass a policy spec string when simulating several replicas (each needs its own state)")
+    policies = [make_policy(policy) if isinstance(policy, str) else policy for _ in range(config.replicas)]
     replicas = [Replica(env, i, cost, policies[i], config, num_blocks, recorder, random.Random(seed * 1_000_003 + i),
                         position_rates, _tree_sampler(config.style)) for i in range(config.replicas)]
     route = _routers(config, replicas, rng)

@@ -201,7 +201,8 @@ class Replica:
             free_kv_tokens=self.free_blocks * self.block_size)
         ks = self.policy.propose(batch)
         max_k, ngram = self.cfg.max_k, self.cfg.style == "ngram"
-        if not ngram and max(ks) <= max_k and min(ks) >= 0 and max(ks) < min(r.tokens_left for r in decoding):
+        top = max(ks)
+        if not ngram and top <= max_k and min(ks) >= 0 and top < min(r.tokens_left for r in decoding):
             return list(ks)  # nothing to cap: the common case
         out = []
         for req, k in zip(decoding, ks):

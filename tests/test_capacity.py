@@ -6,8 +6,7 @@ import math
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from simulator.capacity import (CapacityTask, capacity_task, find_capacity, meets_slo,
-                                parse_capacity_slo)
+from simulator.capacity import find_capacity, meets_slo, parse_capacity_slo
 from simulator.config import ConfigError
 
 
