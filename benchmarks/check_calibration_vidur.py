@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from profiler.fit import Samples, fit_forward, predict_ms
-from simulator.costmodel import load_calibration
+from specdec_sim.profiler.fit import Samples, fit_forward, predict_ms
+from specdec_sim.costmodel import load_calibration
 
 DATA = Path(__file__).resolve().parents[1] / "profiles" / "vidur" / "linear_ops_per_layer.csv"
 NUM_LAYERS = 32

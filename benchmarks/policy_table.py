@@ -16,9 +16,9 @@ import sys
 import time
 from dataclasses import dataclass
 
-from simulator.config import SimConfig
-from simulator.engine import run_simulation
-from traces import bundled_trace, load_trace, synthetic_trace
+from specdec_sim.simulator.config import SimConfig
+from specdec_sim.simulator.engine import run_simulation
+from specdec_sim.traces import bundled_trace, load_trace, synthetic_trace
 
 BASELINES = ["none"] + [f"fixed:{k}" for k in range(1, 8)]
 ADAPTIVE = ["smartspec", "turbospec", "goodput-greedy", "oracle"]

@@ -27,7 +27,7 @@ CASES = {
 }
 CHILD = """
 import resource, sys, time
-from simulator.cli import main
+from specdec_sim.simulator.cli import main
 t, c = time.perf_counter(), time.process_time()
 code = main(sys.argv[1:] + ["--quiet"])
 wall, cpu = time.perf_counter() - t, time.process_time() - c

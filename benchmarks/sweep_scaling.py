@@ -14,7 +14,7 @@ import resource
 import tempfile
 import time
 
-from simulator.sweep import SweepSpec, expand_grid, run_tasks
+from specdec_sim.simulator.sweep.runner import SweepSpec, expand_grid, run_tasks
 
 
 def build_runs(runs_per_policy: int, requests: int):

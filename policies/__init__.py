@@ -18,11 +18,11 @@ from typing import Callable
 
 import math
 
-from policies.base import DecodeBatch, FixedK, NoSpeculation, Policy, SpecRequest, StepOutcome
-from policies.greedy import GoodputGreedy, Oracle
-from policies.smartspec import SmartSpec
-from policies.turbospec import TurboSpec
-from policies.vllm import VllmDisable, VllmTable, load_table
+from specdec_sim.policies.base import DecodeBatch, FixedK, NoSpeculation, Policy, SpecRequest, StepOutcome
+from specdec_sim.policies.greedy import GoodputGreedy, Oracle
+from specdec_sim.policies.smartspec import SmartSpec
+from specdec_sim.policies.turbospec import TurboSpec
+from specdec_sim.policies.vllm import VllmDisable, VllmTable, load_table
 
 
 class PolicySpecError(ValueError):

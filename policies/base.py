@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
-from simulator.costmodel import CostModel
+from specdec_sim.costmodel import CostModel
 
 
 class SpecRequest(Protocol):

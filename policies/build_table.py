@@ -15,9 +15,9 @@ import math
 import sys
 from typing import Sequence
 
-from simulator.costmodel import CalibrationError, CostModel, load_calibration
+from specdec_sim.costmodel import CalibrationError, CostModel, load_calibration
 
-from policies.goodput import best_uniform_k
+from specdec_sim.policies.goodput import best_uniform_k
 
 
 def build_k_table(cost: CostModel, alpha: float, context_tokens: int, max_k: int,

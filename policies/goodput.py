@@ -14,7 +14,7 @@ Conventions shared by all policies (one place, no copies):
 * style "tree": k is the number of draft-tree nodes and E[tokens] = 1 + expected_accepted_tree
   (policies/tree.py); "draft" and "ngram" use the chain formula l(alpha, k).
 * The step is priced with the same StepShape the engine builds from per-request k
-  (`simulator.costmodel.shape_from_proposals`): with every request at k and no caps this equals
+  (`specdec_sim.costmodel.shape_from_proposals`): with every request at k and no caps this equals
   `uniform_shape(B, N_kv, k)`, which reproduces the reference's [DERIVED] k* table. For style
   "tree" the engine drafts every node in one pass of the tree heads (max_k = 1, one draft batch
   of the proposing requests), and so do we.
@@ -24,11 +24,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
-from simulator.costmodel import OOM_STEP_TIME_S, CostModel, StepShape, expected_tokens, uniform_shape
+from specdec_sim.costmodel import OOM_STEP_TIME_S, CostModel, StepShape, uniform_shape
 
-from policies.tree import tree_node_gains
+from specdec_sim.policies.tree import tree_node_gains
 
 OOM_FACTOR = 1.1  # SmartSpec's memory guard: B*(seq_len+k+1)*1.1 must fit (section 1.4)
+
+
+def expected_tokens(alpha: float, k: int) -> float:
+    """Expected tokens a step emits for one request proposing k under i.i.d. acceptance alpha (bonus included)."""
+    if k <= 0:
+        return 1.0
+    if alpha >= 1.0:
+        return float(k + 1)
+    return (1.0 - alpha ** (k + 1)) / (1.0 - alpha)
 
 
 def step_tokens(alpha: float, k: int, style: str = "draft") -> float:
@@ -231,6 +240,6 @@ def forced_marginal_times(agg: ShapeAggregates, cost: CostModel, levels: int,
     return t0, max(t_first - t0, 1e-12), max(t_next - t0, 1e-12)
 
 
-__all__ = ["step_tokens", "token_gain", "usable_k", "running_size", "ShapeAggregates", "batch_shape", "Goodput",
+__all__ = ["expected_tokens", "step_tokens", "token_gain", "usable_k", "running_size", "ShapeAggregates", "batch_shape", "Goodput",
            "uniform_ks", "goodput_of_ks", "uniform_goodput", "kv_would_oom", "early_stop_scan", "scan_uniform_k",
            "uniform_shape_goodput", "best_uniform_k", "forced_marginal_times", "has_knee", "OOM_FACTOR"]

@@ -31,9 +31,9 @@ import heapq
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from policies.estimators import PerRequestStats, PooledWindow, check_counting
-from policies.goodput import ShapeAggregates, forced_marginal_times, has_knee, usable_k
-from policies.tree import tree_node_gains
+from specdec_sim.policies.estimators import PerRequestStats, PooledWindow, check_counting
+from specdec_sim.policies.goodput import ShapeAggregates, forced_marginal_times, has_knee, usable_k
+from specdec_sim.policies.tree import tree_node_gains
 
 
 @dataclass

@@ -26,8 +26,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from policies.estimators import LifetimeEma, check_counting
-from policies.goodput import running_size, scan_uniform_k
+from specdec_sim.policies.estimators import LifetimeEma, check_counting
+from specdec_sim.policies.goodput import running_size, scan_uniform_k
 
 NGRAM_ZERO_STOP = 40  # 2 x 20 recorded zero verify lengths: stop proposing
 NGRAM_ZERO_CLEAR = 100  # consecutive zeros after which the history is cleared

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from policies.estimators import PerRequestStats, WindowMean, check_counting
-from policies.goodput import scan_uniform_k
+from specdec_sim.policies.estimators import PerRequestStats, WindowMean, check_counting
+from specdec_sim.policies.goodput import scan_uniform_k
 
 
 @dataclass

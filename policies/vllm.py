@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from policies.goodput import running_size
+from specdec_sim.policies.goodput import running_size
 
 TableRows = list[list[int]]
 

@@ -1,4 +1,4 @@
-"""Turn a measurements CSV into a simulator calibration (simulator.costmodel.Calibration JSON).
+"""Turn a measurements CSV into a simulator calibration (specdec_sim.costmodel.Calibration JSON).
 
 No torch here: the device facts come from the CSV rows and the caller, the model facts from the
 bundled configs, so a calibration can be refitted from a CSV on any machine.
@@ -8,9 +8,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Sequence
 
-from profiler.fit import fit_profile, merge_passes
-from profiler.models import DTYPE_BYTES, ModelShape
-from simulator.costmodel import Calibration, DraftCost, MemorySpec
+from specdec_sim.profiler.fit import fit_profile, merge_passes
+from specdec_sim.profiler.models import DTYPE_BYTES, ModelShape
+from specdec_sim.costmodel import Calibration, DraftCost, MemorySpec
 
 GIB = 2**30
 

@@ -6,7 +6,7 @@
     profile-gpu --replay steps.csv --target ... --draft ... --calibration cal.json
 
 The output directory gets measurements.csv (appended point by point; rerun to resume),
-calibration.json (loadable with simulator.costmodel.load_calibration) and PNG plots.
+calibration.json (loadable with specdec_sim.costmodel.load_calibration) and PNG plots.
 Bad options print one line and exit 2.
 """
 from __future__ import annotations
@@ -16,8 +16,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from profiler.grid import PRESETS, GridError, build_grid, grid_spec
-from profiler.models import DTYPE_BYTES, ModelNotFound, available_models, load_config, model_shape
+from specdec_sim.profiler.grid import PRESETS, GridError, build_grid, grid_spec
+from specdec_sim.profiler.models import DTYPE_BYTES, ModelNotFound, available_models, load_config, model_shape
 
 EXIT_USAGE = 2
 
@@ -117,12 +117,12 @@ def profile(args, argv: list[str]) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from profiler.calibrate import build_calibration, fit_summary
-    from profiler.measure import MEASUREMENTS_CSV, ProfileMismatch, describe, read_measurements, run_grid, stamp
-    from profiler.models import build_model
-    from profiler.plots import write_plots
-    from profiler.timing import cpu_model, device_info, is_oom
-    from simulator.costmodel import save_calibration
+    from specdec_sim.profiler.calibrate import build_calibration, fit_summary
+    from specdec_sim.profiler.measure import MEASUREMENTS_CSV, ProfileMismatch, describe, read_measurements, run_grid, stamp
+    from specdec_sim.profiler.models import build_model
+    from specdec_sim.profiler.plots import write_plots
+    from specdec_sim.profiler.timing import cpu_model, device_info, is_oom
+    from specdec_sim.costmodel import save_calibration
 
     spec = grid_spec(args.grid, args.batch_sizes, args.query_tokens, args.context_lengths, args.prefill_chunks)
     device = resolve_device(args.device)
@@ -195,8 +195,8 @@ def profile(args, argv: list[str]) -> int:
 
 
 def replay(args) -> int:
-    from profiler.replay import ReplayError, run_replay
-    from simulator.costmodel import CalibrationError
+    from specdec_sim.profiler.replay import ReplayError, run_replay
+    from specdec_sim.costmodel import CalibrationError
     if not args.replay.is_file():
         raise UsageError(f"--replay {args.replay}: file not found")
     if not args.draft:

@@ -1,6 +1,6 @@
 """Fit the simulator's forward-pass cost model to measured latencies (pure numpy, no torch).
 
-Model (simulator.costmodel.ForwardCoefficients, milliseconds):
+Model (specdec_sim.costmodel.ForwardCoefficients, milliseconds):
 
     t = fixed + per_kv_token * N_kv + per_batched_token * N_batched + per_seq * B
         + after_knee * max(0, N_batched - knee_tokens) + prefill_attention * A
@@ -19,7 +19,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from simulator.costmodel import ForwardCoefficients
+from specdec_sim.costmodel import ForwardCoefficients
 
 COLUMNS = ("fixed_ms", "per_kv_token_ms", "per_batched_token_ms", "per_seq_ms", "prefill_attention_ms")
 HOLDOUT_FRACTION = 0.2

@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable, Iterable
 
-from profiler.grid import GridPoint
-from profiler.models import ModelShape
-from profiler.timing import DeviceInfo, Timing, free_memory, is_oom, time_forward
+from specdec_sim.profiler.grid import GridPoint
+from specdec_sim.profiler.models import ModelShape
+from specdec_sim.profiler.timing import DeviceInfo, Timing, free_memory, is_oom, time_forward
 
 MEASUREMENTS_CSV = "measurements.csv"
 

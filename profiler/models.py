@@ -21,7 +21,7 @@ class ModelNotFound(ValueError):
 
 
 def _config_dir() -> Path:
-    return Path(str(resources.files("profiler.configs")))
+    return Path(str(resources.files("specdec_sim.profiler.configs")))
 
 
 def available_models() -> list[str]:

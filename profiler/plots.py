@@ -10,8 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from profiler.fit import merge_passes, predict_ms, samples_from_rows  # noqa: E402
-from simulator.costmodel import ForwardCoefficients  # noqa: E402
+from specdec_sim.profiler.fit import merge_passes, predict_ms, samples_from_rows  # noqa: E402
+from specdec_sim.costmodel import ForwardCoefficients  # noqa: E402
 
 
 def _ok(rows: Sequence[dict], role: str) -> list[dict]:

@@ -4,7 +4,7 @@ Each logged step becomes: `num_decode` sequences verifying ceil(verify_tokens / 
 at context kv_tokens / (num_decode + num_prefill), plus (when prefill_tokens > 0) a prefill
 forward of num_prefill chunks of prefill_tokens / num_prefill tokens at the same context, plus
 `k_max` sequential one-token draft forwards over the decoding sequences. Predictions come from
-`--calibration` through simulator.costmodel.CostModel (or from the log's own columns without one).
+`--calibration` through specdec_sim.costmodel.CostModel (or from the log's own columns without one).
 """
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from profiler.models import build_model
-from profiler.timing import _sync, cpu_clock, make_cache, time_forward, trim_cache
-from simulator.costmodel import CostModel, StepShape, load_calibration
+from specdec_sim.profiler.models import build_model
+from specdec_sim.profiler.timing import _sync, cpu_clock, make_cache, time_forward, trim_cache
+from specdec_sim.costmodel import CostModel, StepShape, load_calibration
 
 STEP_COLUMNS = ("num_decode", "num_prefill", "prefill_tokens", "verify_tokens", "kv_tokens", "k_max",
                 "step_time_s", "draft_s", "verify_s", "overhead_s")

@@ -12,10 +12,10 @@ import re
 import sys
 from pathlib import Path
 
-from simulator.acceptance import PRESETS, AcceptanceError
-from simulator.config import ConfigError, SimConfig, parse_slo
-from simulator.costmodel import DEFAULT_CALIBRATION, CalibrationError, available_calibrations
-from simulator.report import comparison_frame, print_comparison
+from specdec_sim.simulator.acceptance import PRESETS, AcceptanceError
+from specdec_sim.simulator.config import ConfigError, SimConfig, parse_slo
+from specdec_sim.costmodel import DEFAULT_CALIBRATION, CalibrationError, available_calibrations
+from specdec_sim.simulator.report import comparison_frame, print_comparison
 
 DEFAULT_POLICIES = ("none", "fixed:3", "smartspec")
 
@@ -94,7 +94,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
 
 
 def load_traffic(args: argparse.Namespace):
-    from traces import bundled_trace, load_trace, synthetic_trace, BUNDLED_TRACES
+    from specdec_sim.traces import bundled_trace, load_trace, synthetic_trace, BUNDLED_TRACES
 
     path = bundled_trace(args.trace) if args.trace in BUNDLED_TRACES else args.trace
     if args.rate is None:
@@ -112,8 +112,8 @@ def policy_slug(spec: str) -> str:
 
 
 def run_policies(trace, config: SimConfig, specs: list[str], seed: int, out: Path | None, quiet: bool) -> list:
-    from simulator.engine import run_simulation
-    from simulator.report import progress_reporter, write_result
+    from specdec_sim.simulator.engine import run_simulation
+    from specdec_sim.simulator.report import progress_reporter, write_result
 
     results = []
     for spec in specs:
@@ -128,8 +128,8 @@ def run_policies(trace, config: SimConfig, specs: list[str], seed: int, out: Pat
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        from policies import PolicySpecError, make_policy
-        from traces import TraceError
+        from specdec_sim.policies import PolicySpecError, make_policy
+        from specdec_sim.traces import TraceError
     except ImportError as exc:  # pragma: no cover - broken install
         print(f"simulate: error: {exc}", file=sys.stderr)
         return 2

@@ -15,14 +15,14 @@ import numpy as np
 import pandas as pd
 import simpy
 
-from policies import make_policy
-from policies.base import Policy
-from simulator.acceptance import AlphaSampler, preset_position_rates, resolve_mean_alpha
-from simulator.config import SimConfig
-from simulator.costmodel import Calibration, CostModel, DraftCost, load_calibration
-from simulator.metrics import LogHistogram, describe_histogram_ms, describe_ms, slo_good_mask
-from simulator.replica import Replica
-from simulator.request import Request
+from specdec_sim.policies import make_policy
+from specdec_sim.policies.base import Policy
+from specdec_sim.simulator.acceptance import AlphaSampler, preset_position_rates, resolve_mean_alpha
+from specdec_sim.simulator.config import SimConfig
+from specdec_sim.costmodel import Calibration, CostModel, DraftCost, load_calibration
+from specdec_sim.simulator.metrics import LogHistogram, describe_histogram_ms, describe_ms, slo_good_mask
+from specdec_sim.simulator.replica import Replica
+from specdec_sim.simulator.request import Request
 
 STATUS_PENDING, STATUS_DONE, STATUS_FAILED = 0, 1, 2
 STEP_COLUMNS = ("replica", "step", "start_s", "step_time_s", "draft_s", "verify_s", "overhead_s", "num_decode",
@@ -157,7 +157,7 @@ def _tree_sampler(style: str):
     if style != "tree":
         return None
     try:
-        from policies.tree import sample_accepted_tree
+        from specdec_sim.policies.tree import sample_accepted_tree
     except ImportError:
         return None
     return sample_accepted_tree

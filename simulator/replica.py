@@ -12,13 +12,13 @@ import random
 from collections import deque
 from typing import TYPE_CHECKING, Callable
 
-from policies.base import DecodeBatch, Policy, StepOutcome
-from simulator.acceptance import accepted_chain, accepted_positions
-from simulator.costmodel import CostModel, StepShape
-from simulator.request import Request
+from specdec_sim.policies.base import DecodeBatch, Policy, StepOutcome
+from specdec_sim.simulator.acceptance import accepted_chain, accepted_positions
+from specdec_sim.costmodel import CostModel, StepShape
+from specdec_sim.simulator.request import Request
 
 if TYPE_CHECKING:
-    from simulator.engine import Recorder
+    from specdec_sim.simulator.engine import Recorder
 
 
 class Replica:

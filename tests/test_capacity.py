@@ -6,8 +6,8 @@ import math
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from simulator.capacity import find_capacity, meets_slo, parse_capacity_slo
-from simulator.config import ConfigError
+from specdec_sim.simulator.sweep.capacity import find_capacity, meets_slo, parse_capacity_slo
+from specdec_sim.simulator.config import ConfigError
 
 
 def knee_latency(knee: float):

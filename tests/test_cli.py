@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from simulator.cli import main
+from specdec_sim.simulator.cli import main
 
-SIMULATE = [sys.executable, "-m", "simulator.cli"]
+SIMULATE = [sys.executable, "-m", "specdec_sim.simulator.cli"]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

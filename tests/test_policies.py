@@ -5,12 +5,12 @@ from dataclasses import dataclass
 
 import pytest
 
-from policies import make_policy
-from policies.base import DecodeBatch, StepOutcome
-from policies.goodput import scan_uniform_k, uniform_goodput
-from policies.smartspec import SmartSpec
-from policies.turbospec import TurboSpec
-from simulator.costmodel import CostModel, load_calibration
+from specdec_sim.policies import make_policy
+from specdec_sim.policies.base import DecodeBatch, StepOutcome
+from specdec_sim.policies.goodput import scan_uniform_k, uniform_goodput
+from specdec_sim.policies.smartspec import SmartSpec
+from specdec_sim.policies.turbospec import TurboSpec
+from specdec_sim.costmodel import CostModel, load_calibration
 
 COST = CostModel(load_calibration("llama3-8b-eagle-h100"))
 NGRAM_COST = CostModel(load_calibration("llama3-70b-tp4-ngram-h100"))

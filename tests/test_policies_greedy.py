@@ -10,13 +10,14 @@ from dataclasses import dataclass
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from policies import PolicySpecError, make_policy
-from policies.base import DecodeBatch, StepOutcome
-from policies.build_table import build_k_table, main as build_table_main
-from policies.goodput import batch_shape, best_uniform_k, goodput_of_ks, scan_uniform_k, step_tokens
-from policies.greedy import GoodputGreedy, allocate_greedy
-from policies.tree import expected_accepted_tree, sample_accepted_tree
-from simulator.costmodel import CostModel, expected_tokens, load_calibration
+from specdec_sim.policies import PolicySpecError, make_policy
+from specdec_sim.policies.base import DecodeBatch, StepOutcome
+from specdec_sim.policies.build_table import build_k_table, main as build_table_main
+from specdec_sim.policies.goodput import batch_shape, best_uniform_k, goodput_of_ks, scan_uniform_k, step_tokens
+from specdec_sim.policies.greedy import GoodputGreedy, allocate_greedy
+from specdec_sim.policies.tree import expected_accepted_tree, sample_accepted_tree
+from specdec_sim.costmodel import CostModel, load_calibration
+from specdec_sim.policies.goodput import expected_tokens
 
 COST = CostModel(load_calibration("llama3-8b-eagle-h100"))
 

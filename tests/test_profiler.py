@@ -11,11 +11,11 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from profiler import cli, measure  # noqa: E402
-from profiler.fit import Samples, fit_forward, fit_profile, predict_ms  # noqa: E402
-from profiler.grid import PRESETS, GridError, build_grid, grid_spec  # noqa: E402
-from profiler.models import available_models, load_config, model_shape  # noqa: E402
-from simulator.costmodel import CostModel, ForwardCoefficients, load_calibration, uniform_shape  # noqa: E402
+from specdec_sim.profiler import cli, measure  # noqa: E402
+from specdec_sim.profiler.fit import Samples, fit_forward, fit_profile, predict_ms  # noqa: E402
+from specdec_sim.profiler.grid import PRESETS, GridError, build_grid, grid_spec  # noqa: E402
+from specdec_sim.profiler.models import available_models, load_config, model_shape  # noqa: E402
+from specdec_sim.costmodel import CostModel, ForwardCoefficients, load_calibration, uniform_shape  # noqa: E402
 
 TINY = ["--target", "tiny-llama", "--draft", "tiny-draft", "--device", "cpu", "--threads", "1",
         "--warmup", "0", "--repeats", "1", "--quiet"]
@@ -258,12 +258,12 @@ def test_replay_reads_the_simulators_parquet_step_log(tmp_path, capsys):
 
 
 def test_models_that_do_not_fit_are_a_one_line_error(tmp_path, monkeypatch, capsys):
-    import profiler.models
+    from specdec_sim.profiler import models as profiler_models
 
     def too_big(*a, **k):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 140.00 GiB")
 
-    monkeypatch.setattr(profiler.models, "build_model", too_big)
+    monkeypatch.setattr(profiler_models, "build_model", too_big)
     assert cli.main(TINY + SMALL_GRID + ["--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip()
     assert "do not fit" in err and len(err.splitlines()) == 1
@@ -296,13 +296,13 @@ def test_passes_measure_each_point_once_per_pass_and_fit_the_median(tmp_path, mo
     assert len(calls) == 9  # only the third pass is new
     cal = load_calibration(tmp_path / "calibration.json")
     assert "median of 3 passes" in cal.description and cal.provenance["passes"] == 3
-    from profiler.fit import merge_passes
+    from specdec_sim.profiler.fit import merge_passes
     merged = merge_passes(read_rows(tmp_path / "measurements.csv"))
     assert len(merged) == 9 and all(m["passes"] == 3 for m in merged)
 
 
 def test_load_weights_uses_a_local_checkpoint(tmp_path):
-    from profiler.models import build_model
+    from specdec_sim.profiler.models import build_model
     saved = build_model("tiny-draft", "cpu", "fp32", seed=123)
     saved.save_pretrained(tmp_path)
     loaded = build_model(str(tmp_path), "cpu", "fp32", load_weights=True)
@@ -314,7 +314,7 @@ def test_load_weights_uses_a_local_checkpoint(tmp_path):
 
 
 def test_simulator_runs_on_a_calibration_the_profiler_wrote(profile_dir):
-    from simulator.cli import main as simulate_main
+    from specdec_sim.simulator.cli import main as simulate_main
 
     code = simulate_main(["--trace", "sharegpt", "--max-requests", "20", "--policy", "none", "--policy", "fixed:2",
                           "--calibration", str(profile_dir / "calibration.json"), "--quiet",

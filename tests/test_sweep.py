@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from simulator.capacity import CapacityTask, capacity_task, capacity_tasks
-from simulator.config import ConfigError
-from simulator.plots import plot_sweep, plot_timeline, speedup_table
-from simulator.sweep import (RunSpec, SweepSpec, execute_run, expand_grid, run_sweep, run_tasks,
+from specdec_sim.simulator.sweep.capacity import CapacityTask, capacity_task, capacity_tasks
+from specdec_sim.simulator.config import ConfigError
+from specdec_sim.simulator.sweep.plots import plot_sweep, plot_timeline, speedup_table
+from specdec_sim.simulator.sweep.runner import (RunSpec, SweepSpec, execute_run, expand_grid, run_sweep, run_tasks,
                              simulate, stable_hash)
 
 SMALL = dict(traces=["sharegpt"], max_requests=60)

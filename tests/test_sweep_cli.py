@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from simulator.sweep_cli import build_parser, main, make_plan
+from specdec_sim.simulator.sweep.cli import build_parser, main, make_plan
 
 BASE = ["--trace", "sharegpt", "--max-requests", "60", "--no-progress"]
 
@@ -130,7 +130,7 @@ def test_interrupt_then_resume(tmp_path):
 
     argv = ["--trace", "sharegpt", "--max-requests", "100", "--policies", "none;fixed:3", "--rates",
             "1,2,4,8,16,32", "--out", str(tmp_path), "--workers", "2", "--no-progress"]
-    proc = subprocess.Popen([sys.executable, "-m", "simulator.sweep_cli", *argv],
+    proc = subprocess.Popen([sys.executable, "-m", "specdec_sim.simulator.sweep.cli", *argv],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     journal = tmp_path / "runs.jsonl"
     deadline = time.monotonic() + 60

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from traces import (BUNDLED_TRACES, FORMATS, Trace, TraceError, bundled_trace, load_trace,
+from specdec_sim.traces import (BUNDLED_TRACES, FORMATS, Trace, TraceError, bundled_trace, load_trace,
                     synthetic_trace)
 
 NORMALIZED = ["azure-conv", "azure-code", "mooncake-conv", "sharegpt"]
@@ -50,7 +50,7 @@ def test_every_bundled_trace_loads(name: str) -> None:
 
 
 def test_bundled_paths_are_inside_the_package() -> None:
-    import traces
+    from specdec_sim import traces
 
     package_dir = Path(traces.__file__).resolve().parent
     for name in BUNDLED_TRACES:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from traces.model import TraceError
+from specdec_sim.traces.model import TraceError
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 

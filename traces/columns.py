@@ -14,7 +14,7 @@ from enum import Enum
 import numpy as np
 import pandas as pd
 
-from traces.model import TraceError
+from specdec_sim.traces.model import TraceError
 
 MAX_EXACT_INT = 2**53  # larger magnitudes are not exact in float64
 _NAN_WORDS = {"nan", "+nan", "-nan"}

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from traces.columns import (Kind, Table, check_unique_ids, numeric, raise_first_bad, require_columns, shown,
+from specdec_sim.traces.columns import (Kind, Table, check_unique_ids, numeric, raise_first_bad, require_columns, shown,
                              timestamps_ns)
-from traces.model import Trace, TraceError
+from specdec_sim.traces.model import Trace, TraceError
 
 FORMATS = ("normalized", "azure", "mooncake", "lengths")
 NORMALIZED_COLUMNS = ["arrival_time_s", "prompt_tokens", "output_tokens"]  # request_id is optional

@@ -11,8 +11,8 @@ import numbers
 
 import numpy as np
 
-from traces.model import Trace, TraceError
-from traces.readers import positive_int, positive_number
+from specdec_sim.traces.model import Trace, TraceError
+from specdec_sim.traces.readers import positive_int, positive_number
 
 MAX_SYNTHETIC_REQUESTS = 50_000_000  # ~1.6 GB of arrays; beyond this is surely a typo
 

@@ -34,8 +34,8 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import pandas as pd
 
-from simulator.config import ConfigError, SimConfig
-from simulator.results_store import STATUS_ERROR, STATUS_OK, ResultStore
+from specdec_sim.simulator.config import ConfigError, SimConfig
+from specdec_sim.simulator.sweep.store import STATUS_ERROR, STATUS_OK, ResultStore
 
 SYNTHETIC = "synthetic"  # trace name: synthetic lengths (no trace file) at the given Poisson rate
 
@@ -156,7 +156,7 @@ def resolve_trace(name: str) -> Path:
     path = Path(name).expanduser()
     if path.exists():
         return path
-    import traces  # local import: keeps `import simulator.sweep` cheap in spawned workers
+    from specdec_sim import traces  # local import: keeps `import specdec_sim.simulator.sweep.runner` cheap in spawned workers
 
     try:
         return Path(traces.bundled_trace(name))
@@ -166,7 +166,7 @@ def resolve_trace(name: str) -> Path:
 
 def build_trace(run: RunSpec):
     """Load (or synthesize) the run's trace: Poisson arrivals at `rate` on the trace's lengths."""
-    import traces
+    from specdec_sim import traces
 
     if run.trace == SYNTHETIC:
         count = ({"duration_s": run.trace_duration_s} if run.max_requests is None
@@ -188,7 +188,7 @@ def build_trace(run: RunSpec):
 def _load_trace(path: str, mtime: float, time_scale: float, max_requests: int | None,
                 duration_s: float | None):
     """Traces are immutable, so a worker parses each file once for all its runs (keyed by mtime)."""
-    import traces
+    from specdec_sim import traces
 
     return traces.load_trace(path, time_scale=time_scale, max_requests=max_requests, duration_s=duration_s)
 
@@ -210,7 +210,7 @@ def merge_summary(row: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any
 
 def simulate(run: RunSpec, record_steps: bool = False):
     """Run one simulation in this process and return the engine's SimResult."""
-    from simulator.engine import run_simulation
+    from specdec_sim.simulator.engine import run_simulation
 
     trace = build_trace(run)
     return run_simulation(trace, run.sim_config(record_steps), policy=run.policy, seed=run.seed)
@@ -232,7 +232,7 @@ def execute_run(run: RunSpec) -> dict[str, Any]:
     row: dict[str, Any] = {"run_id": run.run_id, **run.columns()}
     start = time.perf_counter()
     try:
-        from simulator.engine import run_simulation
+        from specdec_sim.simulator.engine import run_simulation
 
         trace = build_trace(run)
         result = run_simulation(trace, run.sim_config(), policy=run.policy, seed=run.seed)

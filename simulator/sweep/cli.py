@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from simulator.config import parse_slo
-from simulator.sweep import SYNTHETIC, SweepSpec, expand_grid, resolve_trace, run_tasks
+from specdec_sim.simulator.config import parse_slo
+from specdec_sim.simulator.sweep.runner import SYNTHETIC, SweepSpec, expand_grid, resolve_trace, run_tasks
 
 SWEEP_KEYS = {"traces", "policies", "rates", "time_scales", "calibrations", "replicas", "seeds",
               "max_requests", "trace_duration_s", "out", "workers", "dask", "plot", "progress"}
@@ -207,7 +207,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
 
 
 def _capacity_options(args: argparse.Namespace, cap: dict[str, Any]) -> dict[str, Any]:
-    from simulator.capacity import parse_capacity_slo
+    from specdec_sim.simulator.sweep.capacity import parse_capacity_slo
 
     slo_text = args.slo or cap.get("slo")
     if not slo_text:
@@ -226,9 +226,9 @@ def _capacity_options(args: argparse.Namespace, cap: dict[str, Any]) -> dict[str
 
 def check_plan(plan: Plan) -> None:
     """Fail fast, with one line, on policies, traces and calibrations that cannot work."""
-    from policies import make_policy
-    from simulator.acceptance import resolve_mean_alpha
-    from simulator.costmodel import load_calibration
+    from specdec_sim.policies import make_policy
+    from specdec_sim.simulator.acceptance import resolve_mean_alpha
+    from specdec_sim.costmodel import load_calibration
 
     plan.spec.validate()
     for policy in plan.spec.policies:
@@ -246,7 +246,7 @@ def execute(plan: Plan) -> int:
     dask = plan.dask
     started = time.perf_counter()
     if plan.capacity:
-        from simulator.capacity import capacity_task, capacity_tasks
+        from specdec_sim.simulator.sweep.capacity import capacity_task, capacity_tasks
 
         c = plan.capacity
         tasks = capacity_tasks(runs, c["slo"], c["lo"], c["hi"], c["tol"], c["grow"])
@@ -273,7 +273,7 @@ def _print_table(df, shown: list[str]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from simulator.plots import summarize
+    from specdec_sim.simulator.sweep.plots import summarize
 
     ok = df[df["status"] == "ok"] if len(df) else df
     if ok.empty:
@@ -293,8 +293,8 @@ _CONFIG_COLUMNS = {"trace", "rate", "time_scale", "calibration", "replicas", "po
 
 
 def _plots(df, plan: Plan) -> None:
-    from simulator.plots import plot_capacity, plot_sweep, plot_timeline
-    from simulator.sweep import simulate
+    from specdec_sim.simulator.sweep.plots import plot_capacity, plot_sweep, plot_timeline
+    from specdec_sim.simulator.sweep.runner import simulate
 
     if plan.capacity:
         print(f"sweep: wrote {plot_capacity(df, plan.plot / 'capacity.png')}")

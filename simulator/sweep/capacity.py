@@ -17,8 +17,8 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Mapping
 
-from simulator.config import ConfigError
-from simulator.sweep import STATUS_ERROR, STATUS_OK, RunSpec, build_trace, one_line, stable_hash
+from specdec_sim.simulator.config import ConfigError
+from specdec_sim.simulator.sweep.runner import STATUS_ERROR, STATUS_OK, RunSpec, build_trace, one_line, stable_hash
 
 STATS = ("mean", "median", "p90", "p99")
 METRICS = ("ttft", "tpot", "itl", "e2el")
@@ -151,7 +151,7 @@ class CapacityTask:
 
 def simulator_run_fn(base: RunSpec) -> RunFn:
     """rate -> summary: Poisson arrivals at `rate` on `base`'s trace lengths, same seed each time."""
-    from simulator.engine import run_simulation
+    from specdec_sim.simulator.engine import run_simulation
 
     config = base.sim_config()
 
