@@ -57,15 +57,18 @@ def prefill_terms(chunks: Iterable[tuple[int, int]]) -> PrefillTerms:
 
 
 def shape_from_levels(num_decode: int, level_counts: Sequence[int], kv_tokens: int,
-                      prefill: PrefillTerms = NO_PREFILL, tree: bool = False,
-                      num_proposing: int | None = None) -> StepShape:
+                      prefill: PrefillTerms = NO_PREFILL, tree: bool = False, num_proposing: int | None = None,
+                      draft_tokens: int | None = None) -> StepShape:
     """The StepShape of a step whose draft level j (1-based) is drafted by level_counts[j-1] requests.
 
     kv_tokens counts the decoding requests' contexts; the prefill chunks' contexts are added
-    from `prefill`. num_proposing defaults to level_counts[0] (requests with k >= 1)."""
+    from `prefill`. num_proposing defaults to level_counts[0] (requests with k >= 1) and
+    draft_tokens (tokens verified beyond each request's one) to sum(level_counts); callers that
+    price a level as already paid for (the greedy policy) or replay a logged step give both."""
     levels = len(level_counts)
     proposing = (level_counts[0] if levels else 0) if num_proposing is None else num_proposing
-    draft_tokens = sum(level_counts)
+    if draft_tokens is None:
+        draft_tokens = sum(level_counts)
     if tree and levels:  # one pass of the tree heads drafts every node
         levels, level_counts = 1, (proposing,)
     return StepShape(num_decode=num_decode, num_proposing=proposing, verify_tokens=num_decode + draft_tokens,

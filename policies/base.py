@@ -18,8 +18,6 @@ class SpecRequest(Protocol):
     request_id: int
     context_tokens: int  # prompt + generated tokens held in the KV cache
     tokens_left: int  # output tokens still to emit
-    drafted_tokens: int  # lifetime draft tokens proposed for this request
-    accepted_tokens: int  # lifetime draft tokens accepted for this request
     alpha: float  # the request's true per-token acceptance probability: only the oracle may read it
     ngram_match: bool  # prompt lookup: whether this step's n-gram lookup found a match
 
@@ -30,7 +28,6 @@ class DecodeBatch:
 
     requests: Sequence[SpecRequest]
     cost: CostModel
-    step_index: int  # decode steps taken by this replica so far
     kv_tokens: int  # sum of context_tokens over `requests` (precomputed)
     max_k: int  # the engine's lookahead cap (--max-k)
     style: str = "draft"  # "draft" (draft model / EAGLE), "ngram" (prompt lookup) or "tree"
@@ -51,8 +48,7 @@ class StepOutcome:
     requests: Sequence[SpecRequest]
     proposed: Sequence[int]
     accepted: Sequence[int]
-    step_time_s: float
-    step_index: int
+    step_time_s: float  # how long the step took (what a server measures)
 
 
 class Policy(Protocol):

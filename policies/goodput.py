@@ -13,8 +13,8 @@ Conventions shared by all policies (one place, no copies):
   requests about to finish.
 * style "tree": k is the number of draft-tree nodes and E[tokens] = 1 + expected_accepted_tree
   (policies/tree.py); "draft" and "ngram" use the chain formula l(alpha, k).
-* The step is priced with the same StepShape the engine builds from per-request k
-  (`specdec_sim.costmodel.shape_from_proposals`): with every request at k and no caps this equals
+* The step is priced with the StepShape builder the engine uses (`costmodel.step_shape`), from
+  per-request k: with every request at k and no caps this equals
   `uniform_shape(B, N_kv, k)`, which reproduces the reference's [DERIVED] k* table. For style
   "tree" the engine drafts every node in one pass of the tree heads (max_k = 1, one draft batch
   of the proposing requests), and so do we.
@@ -24,7 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
-from specdec_sim.costmodel import OOM_STEP_TIME_S, CostModel, StepShape, uniform_shape
+from specdec_sim.costmodel import (NO_PREFILL, OOM_STEP_TIME_S, CostModel, PrefillTerms, StepShape, shape_from_levels,
+                                   step_shape, uniform_shape)
 
 from specdec_sim.policies.tree import tree_node_gains
 
@@ -47,13 +48,6 @@ def step_tokens(alpha: float, k: int, style: str = "draft") -> float:
     if style == "tree":
         return 1.0 + float(sum(tree_node_gains(alpha, k)))
     return expected_tokens(alpha, k)
-
-
-def token_gain(alpha: float, j: int, style: str = "draft") -> float:
-    """Expected tokens added by the j-th draft token (j >= 1): alpha^j for a chain, the j-th node for a tree."""
-    if style == "tree":
-        return tree_node_gains(alpha, j)[j - 1]
-    return alpha ** j
 
 
 def usable_k(request, k: int, style: str) -> int:
@@ -117,21 +111,16 @@ class ShapeAggregates:
         if force_levels:
             counts = tuple(max(1, c) for c in counts)
             proposing = max(1, proposing)
-        if self.tree and levels:
-            levels, counts = 1, (proposing,)
-        return StepShape(num_decode=self.num_decode, num_proposing=proposing,
-                         verify_tokens=self.num_decode + self.draft_tokens, prefill_tokens=self.prefill_tokens,
-                         num_prefill=self.num_prefill, kv_tokens=self.kv_tokens, max_k=levels,
-                         draft_batch_sizes=counts)
+        return shape_from_levels(self.num_decode, counts, self.kv_tokens,
+                                 PrefillTerms(self.prefill_tokens, self.num_prefill), self.tree,
+                                 num_proposing=proposing, draft_tokens=self.draft_tokens)
 
 
 def batch_shape(batch, ks: Sequence[int], include_prefill: bool = False) -> StepShape:
-    """StepShape of running `batch` with per-request proposal lengths ks."""
-    agg = ShapeAggregates.of_batch(batch, include_prefill)
-    for k in ks:
-        for j in range(k):
-            agg.add_token(j)
-    return agg.shape()
+    """StepShape of running `batch` with per-request proposal lengths ks. A policy decides before the
+    prefill chunks are cut, so it knows their total but not their contexts."""
+    prefill = PrefillTerms(batch.prefill_tokens, batch.num_prefill) if include_prefill else NO_PREFILL
+    return step_shape(ks, batch.kv_tokens, prefill, batch.style == "tree")
 
 
 @dataclass(frozen=True)
@@ -240,6 +229,6 @@ def forced_marginal_times(agg: ShapeAggregates, cost: CostModel, levels: int,
     return t0, max(t_first - t0, 1e-12), max(t_next - t0, 1e-12)
 
 
-__all__ = ["expected_tokens", "step_tokens", "token_gain", "usable_k", "running_size", "ShapeAggregates", "batch_shape", "Goodput",
+__all__ = ["expected_tokens", "step_tokens", "usable_k", "running_size", "ShapeAggregates", "batch_shape", "Goodput",
            "uniform_ks", "goodput_of_ks", "uniform_goodput", "kv_would_oom", "early_stop_scan", "scan_uniform_k",
            "uniform_shape_goodput", "best_uniform_k", "forced_marginal_times", "has_knee", "OOM_FACTOR"]

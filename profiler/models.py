@@ -92,11 +92,6 @@ class ModelShape:
         head = 0 if self.tied else self.vocab * self.hidden
         return self.layers * self.layer_params + self.embedding_params + head + self.hidden
 
-    @property
-    def matmul_params(self) -> int:
-        """Parameters every token multiplies through (layers + LM head; the input embedding is a lookup)."""
-        return self.layers * self.layer_params + self.vocab * self.hidden
-
     def weight_bytes(self, dtype: str) -> int:
         return self.params * DTYPE_BYTES[dtype]
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -135,3 +136,39 @@ def accepted_positions(rates: tuple[float, ...], k: int, rng: random.Random) -> 
     while accepted < k and rng.random() < rates[min(accepted, last)]:
         accepted += 1
     return accepted
+
+
+TreeSampler = Callable[[float, int, random.Random], int]  # (alpha, nodes, rng) -> accepted tokens
+
+
+class AcceptanceDrawer:
+    """Per-step accepted drafts of one replica's decoding requests, from its own seeded stream.
+
+    mode "independent": per request, by inversion (P(accepted >= j) = alpha^j, the law of
+    sequential Bernoulli draws stopping at the first rejection); "batch": one uniform shared by
+    the step (the SmartSpec authors' synthetic sampler); "per-position": conditional rates per
+    draft position; style "tree": `tree_sampler`. `ngram_match_prob` is prompt lookup's chance
+    that a step finds a match (drawn by the replica before the policy proposes)."""
+
+    def __init__(self, mode: str, style: str, rng: random.Random, position_rates: tuple[float, ...] = (),
+                 tree_sampler: TreeSampler | None = None, ngram_match_prob: float = 1.0):
+        self.mode = mode
+        self.rng = rng
+        self.position_rates = position_rates
+        self.tree_sampler = tree_sampler if style == "tree" else None
+        self.ngram_match_prob = ngram_match_prob
+
+    def draw(self, requests: Sequence, ks: Sequence[int]) -> list[int]:
+        rng = self.rng
+        if self.tree_sampler is not None:
+            sample = self.tree_sampler
+            return [sample(r.alpha, k, rng) if k else 0 for r, k in zip(requests, ks)]
+        if self.mode == "per-position" and self.position_rates:
+            rates = self.position_rates
+            return [accepted_positions(rates, k, rng) if k else 0 for k in ks]
+        if self.mode == "batch":
+            u = 1.0 - rng.random()
+            return [accepted_chain(r.alpha, k, u) for r, k in zip(requests, ks)]
+        rand, log = rng.random, math.log
+        return [(j if (j := int(log(1.0 - rand()) / r.log_alpha)) < k else k) if k and r.alpha > 0.0 else 0
+                for r, k in zip(requests, ks)]

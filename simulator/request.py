@@ -7,16 +7,13 @@ import math
 class Request:
     """A request in flight; the engine's own record, also the policy's read-only SpecRequest view."""
 
-    __slots__ = ("index", "request_id", "arrival_s", "prompt_tokens", "output_tokens", "alpha", "generated",
-                 "prefill_done", "context_tokens", "tokens_left", "drafted_tokens", "accepted_tokens",
-                 "ngram_match", "first_token_s", "last_token_s", "num_steps", "preemptions", "blocks",
-                 "replica", "is_decoding", "log_alpha")
+    __slots__ = ("index", "request_id", "prompt_tokens", "output_tokens", "alpha", "generated", "prefill_done",
+                 "context_tokens", "tokens_left", "ngram_match", "first_token_s", "last_token_s", "num_steps",
+                 "preemptions", "blocks", "replica", "is_decoding", "log_alpha")
 
-    def __init__(self, index: int, request_id: int, arrival_s: float, prompt_tokens: int, output_tokens: int,
-                 alpha: float):
+    def __init__(self, index: int, request_id: int, prompt_tokens: int, output_tokens: int, alpha: float):
         self.index = index
         self.request_id = request_id
-        self.arrival_s = arrival_s
         self.prompt_tokens = prompt_tokens
         self.output_tokens = output_tokens
         self.alpha = alpha
@@ -24,14 +21,12 @@ class Request:
         self.prefill_done = 0  # tokens of the current (re)prefill already computed
         self.context_tokens = 0  # tokens held in the KV cache
         self.tokens_left = output_tokens
-        self.drafted_tokens = 0
-        self.accepted_tokens = 0
         self.ngram_match = True
         self.first_token_s = -1.0
         self.last_token_s = -1.0
         self.num_steps = 0
         self.preemptions = 0
-        self.blocks = 0
+        self.blocks = 0  # KV-cache blocks held: written only by simulator.kvcache.KVCache
         self.replica = -1
         self.is_decoding = False
         self.log_alpha = math.log(alpha) if 0.0 < alpha < 1.0 else (-math.inf if alpha <= 0.0 else -1e-300)

@@ -1,12 +1,11 @@
 """Unit tests of the paper policies' decisions (smartspec-reference.md 1.3, 2.1-2.3) with fake requests."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 
 from specdec_sim.policies import make_policy
-from specdec_sim.policies.base import DecodeBatch, StepOutcome
+from conftest import FakeRequest, fake_batch, fake_outcome
+from specdec_sim.policies.base import DecodeBatch
 from specdec_sim.policies.goodput import scan_uniform_k, uniform_goodput
 from specdec_sim.policies.smartspec import SmartSpec
 from specdec_sim.policies.turbospec import TurboSpec
@@ -16,30 +15,11 @@ COST = CostModel(load_calibration("llama3-8b-eagle-h100"))
 NGRAM_COST = CostModel(load_calibration("llama3-70b-tp4-ngram-h100"))
 
 
-@dataclass
-class FakeRequest:
-    request_id: int
-    context_tokens: int = 512
-    tokens_left: int = 10_000
-    drafted_tokens: int = 0
-    accepted_tokens: int = 0
-    ngram_match: bool = True
-
-    @property
-    def alpha(self) -> float:  # only the oracle may read the true alpha
-        raise AssertionError("policy read the true alpha")
+def make_batch(size: int, style: str = "draft", max_k: int = 7, cost: CostModel = COST, **kw) -> DecodeBatch:
+    return fake_batch([FakeRequest(i) for i in range(size)], cost, max_k, style, **kw)
 
 
-def make_batch(size: int, step: int = 0, style: str = "draft", max_k: int = 7, cost: CostModel = COST,
-               **kw) -> DecodeBatch:
-    reqs = [FakeRequest(i) for i in range(size)]
-    return DecodeBatch(requests=reqs, cost=cost, step_index=step, kv_tokens=512 * size, max_k=max_k,
-                       style=style, **kw)
-
-
-def outcome(proposed: list[int], accepted: list[int]) -> StepOutcome:
-    reqs = [FakeRequest(i) for i in range(len(proposed))]
-    return StepOutcome(requests=reqs, proposed=proposed, accepted=accepted, step_time_s=0.01, step_index=0)
+outcome = fake_outcome
 
 
 # ---- goodput scan: the reference's [DERIVED] k* table (section 4.3) -------------------------

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import dataclass
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from specdec_sim.policies import PolicySpecError, make_policy
+from conftest import FakeRequest, fake_batch
 from specdec_sim.policies.base import DecodeBatch, StepOutcome
 from specdec_sim.policies.build_table import build_k_table, main as build_table_main
 from specdec_sim.policies.goodput import batch_shape, best_uniform_k, goodput_of_ks, scan_uniform_k, step_tokens
@@ -22,26 +22,11 @@ from specdec_sim.policies.goodput import expected_tokens
 COST = CostModel(load_calibration("llama3-8b-eagle-h100"))
 
 
-@dataclass
-class Req:
-    request_id: int
-    true_alpha: float = 0.7
-    context_tokens: int = 512
-    tokens_left: int = 10_000
-    drafted_tokens: int = 0
-    accepted_tokens: int = 0
-    ngram_match: bool = True
-    alpha_reads: int = 0
-
-    @property
-    def alpha(self) -> float:
-        self.alpha_reads += 1
-        return self.true_alpha
+Req = FakeRequest
 
 
 def make_batch(alphas, style: str = "draft", max_k: int = 7) -> DecodeBatch:
-    reqs = [Req(i, a) for i, a in enumerate(alphas)]
-    return DecodeBatch(requests=reqs, cost=COST, step_index=0, kv_tokens=512 * len(reqs), max_k=max_k, style=style)
+    return fake_batch([Req(i, a) for i, a in enumerate(alphas)], COST, max_k, style)
 
 
 # ---- greedy allocation ----------------------------------------------------------------------
@@ -99,7 +84,7 @@ def test_goodput_greedy_learns_per_request_alpha_without_reading_it():
     for _ in range(30):  # request 0 accepts all 4, request 3 rejects the first token every time
         ks = p.propose(batch)
         assert all(0 <= k <= 7 for k in ks)
-        p.observe(StepOutcome(batch.requests, [4, 4, 4, 4], [4, 3, 1, 0], 0.01, 0))
+        p.observe(StepOutcome(batch.requests, [4, 4, 4, 4], [4, 3, 1, 0], 0.01))
     alphas = p.request_alphas(batch)
     assert alphas[0] > alphas[1] > alphas[2] > alphas[3]
     ks = p.propose(batch)
@@ -111,7 +96,7 @@ def test_goodput_greedy_survives_an_unlucky_first_step():
     p = GoodputGreedy()
     batch = make_batch([0.7])
     assert p.propose(batch) == [5]  # k* at B=1, alpha 0.7
-    p.observe(StepOutcome(batch.requests, [5], [0], 0.01, 0))  # one rejection must not pin alpha to 0
+    p.observe(StepOutcome(batch.requests, [5], [0], 0.01))  # one rejection must not pin alpha to 0
     assert p.estimated_alpha() == pytest.approx((0 + 10 * 0.7) / (1 + 10))
     assert p.propose(batch)[0] > 0
 
@@ -137,7 +122,7 @@ def test_only_oracle_reads_alpha():
         policy = make_policy(spec)
         for _ in range(3):
             ks = policy.propose(batch)
-            policy.observe(StepOutcome(batch.requests, ks, [min(k, 1) for k in ks], 0.01, 0))
+            policy.observe(StepOutcome(batch.requests, ks, [min(k, 1) for k in ks], 0.01))
         assert all(r.alpha_reads == 0 for r in batch.requests), spec
 
 

@@ -1,0 +1,278 @@
+"""vLLM-like continuous-batching scheduler of one replica: pure Python, no SimPy, no recording.
+
+`Scheduler.plan(propose)` forms the next step: FCFS admission under `max_num_seqs`, the token
+budget and the KV cache; prefill chunks; the proposal lengths (asked of `propose`, a callback
+that wraps the policy); k+1 lookahead slots reserved per decoding request, with recompute
+preemption of the newest request when blocks run out. `Scheduler.complete(plan, accepted, now)`
+applies the step's outcome: tokens emitted, prefill chunks done, unused lookahead given back,
+finished requests released. Both return values (`StepPlan`, `StepResult`) that the replica
+hands on; requests that can never run are returned as failures with a reason.
+
+Modes: V0 (default, as SmartSpec's V0 engine): a step with prefill carries only prefill and
+does not speculate. `chunked_prefill`: decodes first, prefill chunks fill the token budget,
+no speculation in steps with a chunk; with `spec_in_prefill_steps` too, decodes and their
+drafts come first and chunks fill what is left (vLLM V1).
+"""
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable
+
+from specdec_sim.simulator.kvcache import KVCache
+from specdec_sim.simulator.request import Request
+
+# propose(decoding requests, prefill tokens sharing the step, prefill chunks) -> one k per request
+ProposeFn = Callable[[list[Request], int, int], list[int]]
+
+
+class StepPlan:
+    """One step to run: decoding requests with their proposal lengths, prefill chunks, and what
+    scheduling it did on the way (requests that failed, preemptions). A plain value."""
+
+    __slots__ = ("decoding", "ks", "prefills", "failed", "preemptions")
+
+    def __init__(self) -> None:
+        self.decoding: list[Request] = []
+        self.ks: list[int] = []
+        self.prefills: list[tuple[Request, int]] = []  # (request, chunk tokens)
+        self.failed: list[tuple[Request, str]] = []
+        self.preemptions = 0
+
+    @property
+    def empty(self) -> bool:
+        return not self.decoding and not self.prefills
+
+
+class StepResult:
+    """What a step produced: tokens, accepted drafts, ITL gaps (seconds, count), finished requests."""
+
+    __slots__ = ("emitted", "accepted", "itl_gaps", "finished")
+
+    def __init__(self) -> None:
+        self.emitted = 0
+        self.accepted = 0
+        self.itl_gaps: list[tuple[float, int]] = []
+        self.finished: list[Request] = []
+
+
+class Scheduler:
+    """Waiting queue, running batch and KV cache of one replica."""
+
+    def __init__(self, kv: KVCache, max_num_seqs: int, max_num_batched_tokens: int, chunked_prefill: bool,
+                 spec_in_prefill_steps: bool, max_k: int):
+        self.kv = kv
+        self.max_num_seqs = max_num_seqs
+        self.token_budget = max_num_batched_tokens
+        self.chunked_prefill = chunked_prefill
+        self.spec_in_prefill_steps = spec_in_prefill_steps
+        self.max_k = max_k
+        self.waiting: deque[Request] = deque()
+        self.running: list[Request] = []  # admitted, in arrival order; prefilling or decoding
+
+    @property
+    def idle(self) -> bool:
+        return not self.running and not self.waiting
+
+    def outstanding_tokens(self) -> int:
+        """Tokens still to compute here (prefill left + output left): the least-tokens router's load."""
+        return (sum(r.outstanding_tokens for r in self.running)
+                + sum(r.outstanding_tokens for r in self.waiting))
+
+    # ---- forming a step ----------------------------------------------------------------------
+    def plan(self, propose: ProposeFn) -> StepPlan:
+        """The next step (possibly empty, after a preemption or a failure: plan again)."""
+        plan = StepPlan()
+        decoding = [r for r in self.running if r.is_decoding]
+        budget = self.token_budget
+        if not self.chunked_prefill:
+            prefills = self._admit(budget, plan)
+            if prefills:  # V0: a step with prefill carries only prefill
+                plan.prefills = prefills
+                return plan
+            ks = propose(decoding, 0, 0) if decoding else []
+        elif self.spec_in_prefill_steps:  # V1: decodes and their drafts first, chunks fill the rest
+            ks = self._fit_token_budget(propose(decoding, self._pending_prefill(len(decoding)), 0)) if decoding else []
+            prefills = self._schedule_chunks(budget - sum(ks) - len(ks), plan)
+        else:
+            prefills = self._schedule_chunks(budget - len(decoding), plan)
+            ks = ([0] * len(decoding) if prefills else propose(decoding, 0, 0)) if decoding else []
+        if not decoding and not prefills:
+            if self.running:  # partial prefills stuck for KV blocks: recompute-preempt the newest
+                self._preempt_last()
+                plan.preemptions += 1
+            elif self.waiting:  # queue head cannot be admitted into an empty replica: it never will
+                plan.failed.append((self.waiting.popleft(), "could not be admitted with an empty batch"))
+            return plan
+        decoding, ks, preempted = self._reserve_lookahead(decoding, ks)
+        if preempted:
+            plan.preemptions += len(preempted)
+            prefills = [(r, c) for r, c in prefills if r not in preempted]
+        plan.decoding, plan.ks, plan.prefills = decoding, ks, prefills
+        return plan
+
+    def _impossible(self, req: Request) -> str | None:
+        """Why a request can never run here, or None."""
+        if self.kv.blocks_for(req.prompt_tokens + req.output_tokens + self.max_k + 1) > self.kv.total:
+            return "needs more KV-cache blocks than the replica has"
+        if not self.chunked_prefill and req.prefill_target > self.token_budget:
+            return "prompt longer than max_num_batched_tokens without chunked prefill"
+        return None
+
+    def _admit(self, token_budget: int, plan: StepPlan) -> list[tuple[Request, int]]:
+        """FCFS: move waiting requests into the running set while seats, tokens and blocks allow."""
+        chunks: list[tuple[Request, int]] = []
+        while self.waiting and len(self.running) < self.max_num_seqs and token_budget > 0:
+            req = self.waiting[0]
+            reason = self._impossible(req)
+            if reason is not None:
+                plan.failed.append((self.waiting.popleft(), reason))
+                continue
+            target = req.prefill_target
+            chunk = target if not self.chunked_prefill else min(target, token_budget)
+            if chunk > token_budget:
+                break
+            need = self._chunk_blocks(req, chunk)
+            if need > self.kv.free:
+                break
+            self.waiting.popleft()
+            self.kv.grow(req, need)
+            self.running.append(req)
+            chunks.append((req, chunk))
+            token_budget -= chunk
+        return chunks
+
+    def _chunk_blocks(self, req: Request, chunk: int) -> int:
+        """Blocks to add for a prefill chunk, plus the slot of the token the last chunk produces."""
+        end = req.prefill_done + chunk
+        return self.kv.extra_for(req, end + (1 if end >= req.prefill_target else 0))
+
+    def _schedule_chunks(self, budget: int, plan: StepPlan) -> list[tuple[Request, int]]:
+        prefills = self._continue_chunks(budget)
+        return prefills + self._admit(budget - sum(c for _, c in prefills), plan)
+
+    def _continue_chunks(self, budget: int) -> list[tuple[Request, int]]:
+        chunks = []
+        for req in self.running:
+            if budget <= 0:
+                break
+            if not req.is_decoding:
+                chunk = min(req.prefill_target - req.prefill_done, budget)
+                need = self._chunk_blocks(req, chunk)
+                if need > self.kv.free:
+                    break
+                self.kv.grow(req, need)
+                chunks.append((req, chunk))
+                budget -= chunk
+        return chunks
+
+    def _pending_prefill(self, num_decoding: int) -> int:
+        """Prefill tokens likely to share the step (for pricing mixed batches before the chunks are cut)."""
+        pending = sum(r.prefill_target - r.prefill_done for r in self.running if not r.is_decoding)
+        pending += sum(r.prefill_target for r in self.waiting)
+        return min(pending, max(0, self.token_budget - num_decoding))
+
+    def _fit_token_budget(self, ks: list[int]) -> list[int]:
+        """Trim the longest proposals until decodes and drafts fit the token budget."""
+        excess = sum(ks) + len(ks) - self.token_budget
+        while excess > 0 and any(ks):
+            i = max(range(len(ks)), key=ks.__getitem__)
+            ks[i] -= 1
+            excess -= 1
+        return ks
+
+    def _preempt_last(self) -> Request:
+        """Recompute preemption of the most recently admitted request: blocks freed, back to the queue front."""
+        victim = self.running.pop()
+        self.kv.release(victim)
+        victim.prefill_done = 0
+        victim.context_tokens = 0
+        victim.is_decoding = False
+        victim.preemptions += 1
+        self.waiting.appendleft(victim)
+        return victim
+
+    def _reserve_lookahead(self, decoding: list[Request], ks: list[int]):
+        """Reserve KV slots for k+1 new tokens per decoding request, preempting the newest requests if short."""
+        preempted: list[Request] = []
+        kv = self.kv
+        while True:
+            extras = kv.lookahead_extras(decoding, ks)
+            need = sum(e for e in extras if e > 0)
+            if need <= kv.free:
+                break
+            victim = self._preempt_last()
+            if victim in decoding:
+                i = decoding.index(victim)
+                decoding = decoding[:i] + decoding[i + 1:]
+                ks = ks[:i] + ks[i + 1:]
+            preempted.append(victim)
+        if need:
+            kv.grow_many(decoding, extras, need)
+        return decoding, ks, preempted
+
+    # ---- applying a step's outcome -------------------------------------------------------------
+    def complete(self, plan: StepPlan, accepted: list[int], now: float) -> StepResult:
+        """Emit the step's tokens at time `now`; finished requests leave the batch."""
+        result = StepResult()
+        if plan.decoding:
+            self._emit_decodes(plan.decoding, accepted, now, result)
+        if plan.prefills:
+            self._finish_prefill_chunks(plan.prefills, now, result)
+        return result
+
+    def _emit_decodes(self, decoding: list[Request], accepted: list[int], now: float, result: StepResult) -> None:
+        total = 0
+        accepted_total = 0
+        finished = []
+        gaps: dict[float, int] = {}  # ITL gaps grouped by the time each request last emitted
+        for req, acc in zip(decoding, accepted):
+            emitted = acc + 1
+            left = req.tokens_left
+            if emitted > left:
+                emitted = left
+            accepted_total += acc
+            req.generated += emitted
+            req.tokens_left = left - emitted
+            req.context_tokens += emitted
+            req.num_steps += 1
+            last = req.last_token_s
+            gaps[last] = gaps.get(last, 0) + 1
+            req.last_token_s = now
+            total += emitted
+            if left == emitted:
+                finished.append(req)
+        self.kv.trim(decoding)  # give back lookahead slots that rejected drafts did not use
+        result.itl_gaps = [(now - last, count) for last, count in gaps.items()]
+        for req in finished:
+            self._finish(req, result)
+        result.emitted += total
+        result.accepted += accepted_total
+
+    def _finish_prefill_chunks(self, prefills: list[tuple[Request, int]], now: float, result: StepResult) -> None:
+        for req, chunk in prefills:
+            req.prefill_done += chunk
+            req.context_tokens = req.prefill_done
+            req.num_steps += 1
+            if req.prefill_done < req.prefill_target:
+                continue
+            # the prefill's forward pass yields the next token
+            req.generated += 1
+            req.tokens_left -= 1
+            req.context_tokens += 1
+            req.is_decoding = True
+            result.emitted += 1
+            if req.first_token_s < 0:
+                req.first_token_s = now
+            else:
+                result.itl_gaps.append((now - req.last_token_s, 1))
+            req.last_token_s = now
+            if req.tokens_left == 0:
+                self._finish(req, result)
+
+    def _finish(self, req: Request, result: StepResult) -> None:
+        self.running.remove(req)
+        self.kv.release(req)
+        result.finished.append(req)
+
+
+__all__ = ["Scheduler", "StepPlan", "StepResult", "ProposeFn"]

@@ -1,0 +1,40 @@
+"""Shared test helpers: a fake decoding request and DecodeBatch builders for policy tests."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from specdec_sim.costmodel import CostModel
+from specdec_sim.policies.base import DecodeBatch, StepOutcome
+
+
+@dataclass
+class FakeRequest:
+    """What a policy sees of a decoding request. Reading `alpha` (the true acceptance) raises unless
+    `true_alpha` is given: only the oracle may read it, and reads are counted."""
+
+    request_id: int
+    true_alpha: float | None = None
+    context_tokens: int = 512
+    tokens_left: int = 10_000
+    ngram_match: bool = True
+    alpha_reads: int = 0
+
+    @property
+    def alpha(self) -> float:
+        if self.true_alpha is None:
+            raise AssertionError("policy read the true alpha")
+        self.alpha_reads += 1
+        return self.true_alpha
+
+
+def fake_batch(requests: Sequence[FakeRequest], cost: CostModel, max_k: int = 7, style: str = "draft",
+               **kw) -> DecodeBatch:
+    """A DecodeBatch over `requests`, each at its own context (kv_tokens is their sum)."""
+    return DecodeBatch(requests=list(requests), cost=cost, kv_tokens=sum(r.context_tokens for r in requests),
+                       max_k=max_k, style=style, **kw)
+
+
+def fake_outcome(proposed: list[int], accepted: list[int]) -> StepOutcome:
+    reqs = [FakeRequest(i) for i in range(len(proposed))]
+    return StepOutcome(requests=reqs, proposed=proposed, accepted=accepted, step_time_s=0.01)
