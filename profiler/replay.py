@@ -4,7 +4,7 @@ Each logged step becomes: `num_decode` sequences verifying ceil(verify_tokens / 
 at context kv_tokens / (num_decode + num_prefill), plus (when prefill_tokens > 0) a prefill
 forward of num_prefill chunks of prefill_tokens / num_prefill tokens at the same context, plus
 `k_max` sequential one-token draft forwards over the decoding sequences. Predictions come from
-`--calibration` through specdec_sim.costmodel.CostModel (or from the log's own columns without one).
+`--calibration` through costmodel.CostModel (or from the log's own columns without one).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import torch
 
 from specdec_sim.profiler.models import build_model
 from specdec_sim.profiler.timing import _sync, cpu_clock, make_cache, time_forward, trim_cache
-from specdec_sim.costmodel import CostModel, StepShape, load_calibration
+from specdec_sim.costmodel import CostModel, PrefillTerms, StepShape, load_calibration, shape_from_levels
 
 STEP_COLUMNS = ("num_decode", "num_prefill", "prefill_tokens", "verify_tokens", "kv_tokens", "k_max",
                 "step_time_s", "draft_s", "verify_s", "overhead_s")
@@ -58,11 +58,12 @@ class Step:
 
     def shape(self) -> StepShape:
         attn2 = self.prefill_seqs * self.chunk * (self.context + self.chunk / 2.0) if self.chunk else 0.0
-        return StepShape(num_decode=self.num_decode, num_proposing=self.num_decode if self.k_max > 0 else 0,
-                         verify_tokens=self.verify_tokens, prefill_tokens=self.prefill_tokens,
-                         num_prefill=self.num_prefill, kv_tokens=self.kv_tokens, max_k=self.k_max,
-                         draft_batch_sizes=(self.num_decode,) * self.k_max if self.num_decode else (),
-                         prefill_attention_tokens2=attn2)
+        levels = (self.num_decode,) * self.k_max if self.num_decode else ()
+        # kv_tokens in the log already includes the prefill chunks' context
+        return shape_from_levels(self.num_decode, levels, self.kv_tokens,
+                                 PrefillTerms(self.prefill_tokens, self.num_prefill, 0, attn2),
+                                 num_proposing=self.num_decode if self.k_max > 0 else 0,
+                                 draft_tokens=self.verify_tokens - self.num_decode)
 
 
 def _parquet_records(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:

@@ -1,11 +1,17 @@
 """Simulation configuration: one dataclass holding every engine option, with validation.
 
 The CLI, the sweep runner and tests all build a `SimConfig`; `SimConfig.validate()` raises
-`ConfigError` with a one-line message naming the offending option.
+`ConfigError` with a one-line message naming the offending option. Each field declares its
+command-line option (simulator/options.py), so `simulate --help` and `sweep --help` are derived
+from this file: defaults, choices, units and help are written once, here.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, asdict
+from dataclasses import asdict, dataclass
+
+from specdec_sim.costmodel import DEFAULT_CALIBRATION, available_calibrations
+from specdec_sim.simulator.acceptance import PRESETS
+from specdec_sim.simulator.options import option, parse_float, parse_float_list, parse_int
 
 ROUTERS = ("round-robin", "least-tokens", "random")
 STYLES = ("draft", "ngram", "tree")
@@ -18,25 +24,44 @@ class ConfigError(ValueError):
 
 @dataclass
 class SimConfig:
-    calibration: str = "llama3-8b-eagle-h100"  # shipped name or path to a calibration JSON
-    replicas: int = 1
-    router: str = "round-robin"
-    max_num_seqs: int = 256  # vLLM --max-num-seqs: requests in the running batch
-    max_num_batched_tokens: int = 8192  # vLLM --max-num-batched-tokens: tokens per step
-    kv_blocks: int | None = None  # KV-cache blocks per replica; None = derived from the calibration's memory
-    block_size: int = 16
-    chunked_prefill: bool = False  # vLLM V1-style: decodes first, prefill chunks fill the token budget
-    spec_in_prefill_steps: bool = False  # False = SmartSpec V0: no speculation in steps carrying prefill
-    max_k: int = 7  # lookahead cap: largest proposal length any policy may use
-    style: str = "draft"  # draft (draft model / EAGLE), ngram (prompt lookup) or tree (Medusa-style)
-    acceptance: str = "mt-bench"  # preset name (see simulator.acceptance.PRESETS) or a number in (0, 1)
-    acceptance_spread: float | None = None  # Beta concentration of per-request alpha; None = preset's; 0 = all equal
-    acceptance_mode: str = "independent"  # independent per request, batch (one draw per step) or per-position
-    position_rates: tuple[float, ...] = ()  # per-position conditional acceptance rates (per-position mode)
-    ngram_match_prob: float = 0.9  # prompt lookup: probability a decode step finds an n-gram match
-    slo_ms: dict[str, float] = field(default_factory=dict)  # e.g. {"ttft": 200, "tpot": 50}
-    record_steps: bool = True  # keep the per-step log (memory grows with steps)
-    max_sim_time_s: float | None = None  # stop the clock here; unfinished requests are reported
+    """Every engine option of one simulation; each field is also a `simulate`/`sweep` option."""
+
+    calibration: str = option(DEFAULT_CALIBRATION, "step-time calibration: a JSON path or a shipped name ("
+                              + ", ".join(available_calibrations()) + ")", metavar="NAME|PATH")
+    replicas: int = option(1, "model replicas behind the router", parse=parse_int)
+    router: str = option("round-robin", "how arrivals are spread over replicas", choices=ROUTERS)
+    max_num_seqs: int = option(256, "vLLM --max-num-seqs: requests in a replica's running batch", parse=parse_int)
+    max_num_batched_tokens: int = option(8192, "vLLM --max-num-batched-tokens: tokens one step may process",
+                                         unit="tokens", parse=parse_int)
+    kv_blocks: int | None = option(None, "KV-cache blocks per replica (default: derived from the calibration's GPU "
+                                         "memory minus weights)", unit="blocks", parse=parse_int)
+    block_size: int = option(16, "tokens per KV-cache block", unit="tokens", parse=parse_int)
+    chunked_prefill: bool = option(False, "mix decodes and prefill chunks in one step (vLLM V1-style: decodes first, "
+                                          "chunks fill the token budget)")
+    spec_in_prefill_steps: bool = option(False, "allow speculation in steps that carry prefill (default off, as "
+                                                "SmartSpec V0)", flag="--spec-in-prefill")
+    max_k: int = option(7, "largest proposal length (lookahead slots) per request", unit="tokens", parse=parse_int)
+    style: str = option("draft", "draft model/EAGLE, prompt lookup (n-gram) or Medusa-style tree", choices=STYLES,
+                        group="speculation")
+    acceptance: str = option("mt-bench", "per-token acceptance: a rate in [0,1) or a preset ("
+                             + ", ".join(PRESETS) + ")", group="speculation", metavar="RATE|PRESET")
+    acceptance_spread: float | None = option(None, "Beta concentration of per-request acceptance around the mean "
+                                                   "(0 = identical; default 20)", parse=parse_float,
+                                             group="speculation")
+    acceptance_mode: str = option("independent", "independent draws per request, one shared draw per step, or "
+                                                 "per-position rates", choices=ACCEPTANCE_MODES, group="speculation")
+    position_rates: tuple[float, ...] = option((), "comma-separated conditional acceptance per draft position "
+                                                   "(per-position mode)", parse=parse_float_list, group="speculation",
+                                               metavar="R1,R2,...")
+    ngram_match_prob: float = option(0.9, "prompt lookup: chance a step finds an n-gram match", flag="--ngram-match",
+                                     parse=parse_float, group="speculation")
+    slo_ms: dict[str, float] = option(help="SLO for request goodput (vLLM --goodput), e.g. ttft:200,tpot:50,e2el:5000",
+                                      flag="--slo", unit="ms", parse=lambda text: parse_slo(text),
+                                      default_factory=dict, group="output", metavar="METRIC:MS,...")
+    record_steps: bool = option(True, "do not keep the per-step log (saves memory)", flag="--no-step-log",
+                                invert=True, group="output")
+    max_sim_time_s: float | None = option(None, "stop the clock here; unfinished requests are reported as failed",
+                                          flag="--max-sim-time", unit="s", parse=parse_float, group="output")
 
     def validate(self) -> "SimConfig":
         def need(cond: bool, option: str, msg: str) -> None:

@@ -39,9 +39,9 @@ def test_options_make_the_cartesian_grid(tmp_path):
     (["--calibrations", "no-such-gpu"], "no-such-gpu"),
     (["--set", "max_k=-3"], "max-k"),
     (["--set", "warp=1"], "warp"),
-    (["--capacity"], "--slo"),
-    (["--capacity", "--slo", "ttft:200"], "STAT_METRIC"),
-    (["--capacity", "--slo", "p99_ttft:200", "--rate-lo", "5", "--rate-hi", "1"], "lo < hi"),
+    (["--capacity"], "--capacity-slo"),
+    (["--capacity", "--capacity-slo", "ttft:200"], "STAT_METRIC"),
+    (["--capacity", "--capacity-slo", "p99_ttft:200", "--rate-lo", "5", "--rate-hi", "1"], "lo < hi"),
     (["--bogus-flag"], "bogus"),
     (["--acceptance", "sometimes"], "sometimes"),
     (["--workers", "-1"], "--workers"),
@@ -110,7 +110,7 @@ def test_failed_runs_exit_1_and_are_in_the_table(tmp_path, capsys):
 
 
 def test_capacity_mode(tmp_path, capsys):
-    argv = BASE + ["--capacity", "--slo", "p99_e2el:15000", "--policies", "none;fixed:3",
+    argv = BASE + ["--capacity", "--capacity-slo", "p99_e2el:15000", "--policies", "none;fixed:3",
                    "--rate-lo", "0.5", "--rate-hi", "24", "--tol", "2", "--out", str(tmp_path),
                    "--workers", "2", "--plot", str(tmp_path / "fig")]
     assert main(argv) == 0

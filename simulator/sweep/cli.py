@@ -3,11 +3,15 @@
     sweep --trace sharegpt --max-requests 800 --policies "none;fixed:3;smartspec" \\
           --time-scales 1,4 --seeds 0,1 --out runs/ [--workers 2 | --dask tcp://HOST:8786]
     sweep --config experiments/smartspec_sharegpt/config.toml
-    sweep --capacity --slo p99_ttft:2000,mean_tpot:50 --trace sharegpt \\
+    sweep --capacity --capacity-slo p99_ttft:2000,mean_tpot:50 --trace sharegpt \\
           --policies "none;fixed:3" --rate-lo 0.5 --rate-hi 32 --tol 0.25 --out cap/
 
 Policy specs contain commas (`smartspec:k_max=5,interval=10`), so `--policies` separates specs
-with ';' (or repeat `--policy SPEC`). Other list options are comma separated. Options given on
+with ';' (or repeat `--policy SPEC`), as in `simulate`. Other list options are comma separated.
+Every engine option of `simulate` (`--max-k`, `--acceptance`, `--chunked-prefill`, `--slo`, ...)
+is accepted with the same name and applies to every run; `--set KEY=VALUE` sets any SimConfig
+field by name. `--slo` is the per-request goodput SLO (`ttft:200,tpot:50`, as `simulate`);
+`--capacity-slo` is the latency SLO a capacity search must meet (`p99_ttft:2000,mean_tpot:50`). Options given on
 the command line override the TOML file's; relative paths in the file are relative to it.
 Exit status: 0 all runs ok, 1 some runs failed (recorded in the table), 2 bad options, 130 interrupted.
 
@@ -15,7 +19,7 @@ TOML file: a [sweep] table with traces, policies, rates, time_scales, calibratio
 seeds (lists), max_requests, trace_duration_s, out, plot, workers, dask, progress; an [engine] table
 with any SimConfig field (max_k = 5, acceptance = 0.5, slo_ms = {ttft = 200}); and, for a capacity
 search, a [capacity] table with slo, lo, hi, tol, grow. With --dask, every Dask worker must be
-able to import specsim (same environment as this command).
+able to import specdec_sim (same environment as this command).
 """
 from __future__ import annotations
 
@@ -27,9 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from specdec_sim.simulator.config import parse_slo
+from specdec_sim.simulator.cli import add_policy_options
+from specdec_sim.simulator.config import SimConfig
+from specdec_sim.simulator.options import add_options, option_fields
 from specdec_sim.simulator.sweep.runner import SYNTHETIC, SweepSpec, expand_grid, resolve_trace, run_tasks
 
+SWEEP_AXES = ("calibration", "replicas", "record_steps")  # axes of the grid (or per-run), not engine flags
 SWEEP_KEYS = {"traces", "policies", "rates", "time_scales", "calibrations", "replicas", "seeds",
               "max_requests", "trace_duration_s", "out", "workers", "dask", "plot", "progress"}
 CAPACITY_KEYS = {"slo", "lo", "hi", "tol", "grow"}
@@ -52,8 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--trace", action="append", dest="trace_list", metavar="T",
         help="trace file, bundled name (sharegpt, azure-conv, ...) or 'synthetic'; repeatable")
     add("--traces", help="comma-separated traces")
-    add("--policy", action="append", dest="policy_list", metavar="SPEC", help="policy spec; repeatable")
-    add("--policies", help="';'-separated policy specs, e.g. \"none;fixed:3;smartspec\"")
+    add_policy_options(p)
     add("--rates", help="Poisson request rates (req/s) on the trace's lengths, comma-separated")
     add("--time-scales", help="multiply the trace's inter-arrival times (2 = half the rate), comma-separated")
     add("--calibrations", help="calibration names or JSON paths, comma-separated")
@@ -62,18 +68,19 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-requests", type=int, help="first N requests of each trace")
     add("--duration", type=float, dest="trace_duration_s",
         help="first S seconds of each trace (with --rates and no --max-requests: arrivals for S seconds)")
-    add("--max-k", type=int, help="engine lookahead cap (SimConfig.max_k)")
-    add("--acceptance", help="acceptance preset or number in (0,1)")
     add("--set", action="append", default=[], metavar="KEY=VALUE", help="any SimConfig field; repeatable")
-    add("--slo", help="sweep: per-request goodput SLO ttft:200,tpot:50; "
-                      "--capacity: latency SLO p99_ttft:2000,mean_tpot:50")
     add("--out", type=Path, help="result directory (results.parquet/.csv, resumable)")
     add("--workers", type=int, help="local worker processes (default 2; 0 = in this process)")
     add("--dask", metavar="ADDRESS", help="run on an existing Dask cluster, e.g. tcp://host:8786")
     add("--plot", type=Path, metavar="DIR", help="write PNG figures here when done")
     add("--no-progress", action="store_true", help="no progress bar")
+    engine = p.add_argument_group("engine (every run; same options as simulate)")
+    add_options(p, SimConfig, {name: engine for name in ("serving", "speculation", "output")},
+                skip=SWEEP_AXES, suppress_defaults=True)
     cap = p.add_argument_group("capacity search")
-    cap.add_argument("--capacity", action="store_true", help="find the highest rate meeting --slo per policy")
+    cap.add_argument("--capacity", action="store_true", help="find the highest rate meeting --capacity-slo per policy")
+    cap.add_argument("--capacity-slo", metavar="STAT_METRIC:MS,...",
+                     help="latency SLO of the capacity search, e.g. p99_ttft:2000,mean_tpot:50")
     cap.add_argument("--rate-lo", type=float, help="bracket low end, req/s (default 0.5)")
     cap.add_argument("--rate-hi", type=float, help="bracket high end, req/s (default 32)")
     cap.add_argument("--tol", type=float, help="stop when the bracket is narrower (default 0.25 req/s)")
@@ -169,10 +176,10 @@ def make_plan(args: argparse.Namespace) -> Plan:
 
     traces = (args.trace_list or []) + (_split(args.traces) if args.traces else [])
     policies = (args.policy_list or []) + (_split(args.policies, ";") if args.policies else [])
-    if args.max_k is not None:
-        engine["max_k"] = args.max_k
-    if args.acceptance is not None:
-        engine["acceptance"] = _engine_value(args.acceptance)
+    for f in option_fields(SimConfig):  # engine options given by flag, typed by the field's parser
+        if f.name in vars(args) and f.name not in SWEEP_AXES:
+            value = getattr(args, f.name)
+            engine[f.name] = _engine_value(value) if isinstance(value, str) else value
     for item in args.set:
         key, eq, value = item.partition("=")
         if not eq:
@@ -192,9 +199,10 @@ def make_plan(args: argparse.Namespace) -> Plan:
         engine=engine)
     capacity = None
     if args.capacity or cap is not None:
+        if any("_" in key for key in engine.get("slo_ms", {})):
+            raise UsageError("--slo is the per-request goodput SLO (ttft:200,tpot:50); the capacity search's "
+                             "latency SLO is --capacity-slo STAT_METRIC:MS")
         capacity = _capacity_options(args, cap or {})
-    elif args.slo:
-        engine["slo_ms"] = parse_slo(args.slo)
     out = args.out or (Path(sw["out"]) if "out" in sw else None)
     if out is None:
         raise UsageError("--out: a result directory is required")
@@ -209,9 +217,9 @@ def make_plan(args: argparse.Namespace) -> Plan:
 def _capacity_options(args: argparse.Namespace, cap: dict[str, Any]) -> dict[str, Any]:
     from specdec_sim.simulator.sweep.capacity import parse_capacity_slo
 
-    slo_text = args.slo or cap.get("slo")
+    slo_text = args.capacity_slo or cap.get("slo")
     if not slo_text:
-        raise UsageError("--capacity: needs --slo STAT_METRIC:MS[,...], e.g. p99_ttft:2000")
+        raise UsageError("--capacity: needs --capacity-slo STAT_METRIC:MS[,...], e.g. p99_ttft:2000")
     opts = {"slo": parse_capacity_slo(slo_text),
             "lo": args.rate_lo if args.rate_lo is not None else float(cap.get("lo", 0.5)),
             "hi": args.rate_hi if args.rate_hi is not None else float(cap.get("hi", 32.0)),
