@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from specdec_sim.costmodel.coefficients import DraftCost, ForwardCoefficients
+from specdec_sim.costmodel.jsonfiles import find_named_json, read_json
 
 CALIBRATION_DIR = Path(__file__).parent / "calibrations"
 DEFAULT_CALIBRATION = "llama3-8b-eagle-h100"
@@ -88,17 +89,8 @@ def available_calibrations() -> list[str]:
 
 def load_calibration(name_or_path: str | Path) -> Calibration:
     """Load a shipped calibration by name, or any calibration JSON by path."""
-    path = Path(name_or_path)
-    if not path.suffix and not path.exists():
-        path = CALIBRATION_DIR / f"{name_or_path}.json"
-    if not path.is_file():
-        raise CalibrationError(f"calibration {str(name_or_path)!r} not found: give a file path or one of "
-                               f"{', '.join(available_calibrations())}")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CalibrationError(f"{path}: not readable JSON ({exc})") from None
-    return calibration_from_dict(data, str(path))
+    path = find_named_json(name_or_path, CALIBRATION_DIR, "calibration", CalibrationError)
+    return calibration_from_dict(read_json(path, CalibrationError), str(path))
 
 
 def save_calibration(cal: Calibration, path: str | Path) -> None:

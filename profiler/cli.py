@@ -227,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
             import torch  # noqa: F401
             import transformers  # noqa: F401
         except ImportError:
-            raise UsageError("torch and transformers are needed: pip install 'specsim[profile]'") from None
+            raise UsageError("torch and transformers are needed: run pip install \".[profile]\" in the "
+                             "specdec-sim checkout") from None
         return replay(args) if args.replay else profile(args, argv)
     except (UsageError, ModelNotFound, GridError) as exc:
         print(f"profile-gpu: error: {exc}", file=sys.stderr)

@@ -7,10 +7,11 @@ Everything except `build_model` is plain Python, so shape facts work without tor
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+
+from specdec_sim.costmodel.jsonfiles import find_named_json, read_json
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 _ARCHS = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "mistral": "MistralForCausalLM"}
@@ -30,20 +31,8 @@ def available_models() -> list[str]:
 
 def load_config(name_or_dir: str) -> dict:
     """The HF-style config dict of a bundled model name or a local directory with config.json."""
-    path = Path(name_or_dir)
-    if path.is_dir():
-        cfg_path = path / "config.json"
-        if not cfg_path.is_file():
-            raise ModelNotFound(f"{path}: directory has no config.json")
-    else:
-        cfg_path = _config_dir() / f"{name_or_dir}.json"
-        if not cfg_path.is_file():
-            raise ModelNotFound(f"unknown model {name_or_dir!r}: give a directory with config.json or one of "
-                                f"{', '.join(available_models())}")
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelNotFound(f"{cfg_path}: not readable JSON ({exc})") from None
+    cfg_path = find_named_json(name_or_dir, _config_dir(), "model", ModelNotFound, directory_file="config.json")
+    cfg = read_json(cfg_path, ModelNotFound)
     if cfg.get("model_type") not in _ARCHS:
         raise ModelNotFound(f"{cfg_path}: model_type {cfg.get('model_type')!r} not supported "
                             f"(supported: {', '.join(_ARCHS)})")

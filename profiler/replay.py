@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -137,14 +137,9 @@ def time_draft_steps(model, batch: int, context: int, k: int, device: str, warmu
 
 @dataclass
 class ReplayRow:
-    row: int
-    num_decode: int
-    num_prefill: int
-    prefill_tokens: int
-    verify_tokens: int
-    kv_tokens: int
-    k_max: int
-    logged_step_s: float
+    """One replayed step: the logged step, what the calibration predicts and what the models measured."""
+
+    step: Step
     predicted_draft_s: float
     predicted_verify_s: float
     predicted_step_s: float
@@ -152,6 +147,12 @@ class ReplayRow:
     measured_verify_s: float
     measured_step_s: float
     error_pct: float  # (predicted - measured) / measured
+
+    def flat(self) -> dict:
+        """The CSV row: the step's shape columns, its logged time, then predictions and measurements."""
+        shape = {f.name: getattr(self.step, f.name) for f in fields(Step) if f.name != "logged"}
+        rest = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "step"}
+        return {**shape, "logged_step_s": self.step.logged[0], **rest}
 
 
 def execute_step(step: Step, target, draft, device: str, warmup: int, repeats: int, memo: dict,
@@ -198,9 +199,7 @@ def run_replay(steps_csv: Path, target: str, draft: str, device: str, dtype: str
         p_draft, p_verify, p_total = predict(s, cost)
         measured = m_draft + m_verify
         err = (p_total - measured) / measured * 100.0 if measured > 0 else float("nan")
-        rows.append(ReplayRow(s.row, s.num_decode, s.num_prefill, s.prefill_tokens, s.verify_tokens, s.kv_tokens,
-                              s.k_max, s.logged[0], p_draft, p_verify, p_total, m_draft, m_verify, measured,
-                              round(err, 3)))
+        rows.append(ReplayRow(s, p_draft, p_verify, p_total, m_draft, m_verify, measured, round(err, 3)))
     write_rows(out, rows)
     total_p, total_m = sum(r.predicted_step_s for r in rows), sum(r.measured_step_s for r in rows)
     errs = np.array([abs(r.error_pct) for r in rows if not math.isnan(r.error_pct)])
@@ -215,8 +214,8 @@ def run_replay(steps_csv: Path, target: str, draft: str, device: str, dtype: str
 
 
 def write_rows(path: Path, rows: list[ReplayRow]) -> None:
+    flat = [r.flat() for r in rows]
     with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=[f.name for f in fields(ReplayRow)])
+        writer = csv.DictWriter(fh, fieldnames=list(flat[0]) if flat else [])
         writer.writeheader()
-        for r in rows:
-            writer.writerow(asdict(r))
+        writer.writerows(flat)

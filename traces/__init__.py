@@ -1,4 +1,4 @@
-"""Request traces for the specsim simulator: load real traces, make synthetic ones.
+"""Request traces for the simulator: load real traces, make synthetic ones.
 
 ``load_trace`` reads normalized CSV, Azure LLM inference 2023 CSV, Mooncake JSONL
 and lengths-only CSV files; ``synthetic_trace`` makes Poisson/Gamma arrivals;

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from specdec_sim.policies.registry import parse_scalar
 from specdec_sim.simulator.cli import add_policy_options
 from specdec_sim.simulator.config import SimConfig
 from specdec_sim.simulator.options import add_options, option_fields
@@ -130,15 +131,6 @@ def _scalar(value: Any, kind: type, option: str) -> Any:
     return kind(value)
 
 
-def _engine_value(text: str) -> Any:
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False, "none": None}.get(text.lower(), text)
-
-
 def load_toml(path: Path) -> dict[str, Any]:
     try:
         data = tomllib.loads(path.read_text())
@@ -179,12 +171,12 @@ def make_plan(args: argparse.Namespace) -> Plan:
     for f in option_fields(SimConfig):  # engine options given by flag, typed by the field's parser
         if f.name in vars(args) and f.name not in SWEEP_AXES:
             value = getattr(args, f.name)
-            engine[f.name] = _engine_value(value) if isinstance(value, str) else value
+            engine[f.name] = parse_scalar(value) if isinstance(value, str) else value
     for item in args.set:
         key, eq, value = item.partition("=")
         if not eq:
             raise UsageError(f"--set: {item!r} is not KEY=VALUE")
-        engine[key.strip().replace("-", "_")] = _engine_value(value.strip())
+        engine[key.strip().replace("-", "_")] = parse_scalar(value.strip())
     spec = SweepSpec(
         traces=traces or list(sw.get("traces", [])) or ["sharegpt"],
         policies=policies or list(sw.get("policies", [])) or ["none"],

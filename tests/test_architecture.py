@@ -1,0 +1,122 @@
+"""The house rules, checked on the source: import arrows point one way and the step loop stays short.
+
+Packages (installed under the `specdec_sim` namespace; see pyproject.toml):
+traces, costmodel -> policies -> simulator -> simulator.sweep / CLIs; profiler -> costmodel.
+"""
+from __future__ import annotations
+
+import ast
+import inspect
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_DIRS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+
+# package -> the project packages its files may import (itself always allowed)
+ALLOWED = {
+    "specdec_sim.traces": set(),
+    "specdec_sim.costmodel": set(),
+    "specdec_sim.policies": {"specdec_sim.costmodel"},
+    "specdec_sim.simulator": {"specdec_sim.costmodel", "specdec_sim.policies", "specdec_sim.traces"},
+    "specdec_sim.profiler": {"specdec_sim.costmodel"},
+    "specdec_sim": set(),  # the API module imports lazily, by name
+}
+
+
+def project_modules() -> dict[str, Path]:
+    """module name -> file, for every .py file of the installed packages."""
+    modules = {}
+    for package, folder in PACKAGE_DIRS.items():
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            rel = path.relative_to(ROOT / folder).with_suffix("")
+            parts = [p for p in rel.parts if p != "__init__"]
+            modules[".".join([package, *parts])] = path
+    return modules
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every `specdec_sim...` module a file imports, at top level or inside functions."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("specdec_sim")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("specdec_sim"):
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names}
+    return found
+
+
+MODULES = project_modules()
+
+
+def owner(module: str) -> str:
+    """The package (of ALLOWED) a module belongs to."""
+    return max((p for p in ALLOWED if module == p or module.startswith(p + ".")), key=len)
+
+
+def test_every_package_folder_is_covered():
+    assert {owner(m) for m in MODULES} == set(ALLOWED)
+    assert len(MODULES) > 40
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_imports_point_down_the_house(module):
+    mine = owner(module)
+    for target in imports_of(MODULES[module]):
+        if target == "specdec_sim":
+            continue
+        theirs = owner(target)
+        assert theirs == mine or theirs in ALLOWED[mine], f"{module} imports {target} ({mine} may not import {theirs})"
+
+
+def test_engine_never_imports_sweeps_and_policies_never_import_the_simulator():
+    sweep = "specdec_sim.simulator.sweep"
+    for module, path in MODULES.items():
+        targets = imports_of(path)
+        if module.startswith("specdec_sim.simulator") and not module.startswith(sweep):
+            assert not [t for t in targets if t.startswith(sweep)], f"{module} imports the sweep package"
+        if module.startswith(("specdec_sim.policies", "specdec_sim.costmodel", "specdec_sim.traces")):
+            assert not [t for t in targets if t.startswith("specdec_sim.simulator")], module
+
+
+def test_no_import_cycle_between_files():
+    graph = {m: {t for t in imports_of(p) if t in MODULES and t != m} for m, p in MODULES.items()}
+    # importing a package's submodule runs the package's __init__ first: edges to parents are implicit,
+    # so a cycle through them is real too
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycle = path[path.index(nxt):] + [nxt]
+                raise AssertionError("import cycle: " + " -> ".join(cycle))
+            if nxt not in state:
+                visit(nxt)
+        path.pop()
+        state[node] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module)
+
+
+def test_the_hot_path_of_one_step_fits_on_one_screen():
+    from specdec_sim.simulator.replica import Replica
+
+    lines = inspect.getsource(Replica.run).splitlines()
+    assert len(lines) <= 40, f"Replica.run is {len(lines)} lines"
+
+
+def test_scheduler_kv_cache_and_cost_model_are_free_of_simpy_and_io():
+    for module in ("specdec_sim.simulator.scheduler", "specdec_sim.simulator.kvcache", "specdec_sim.costmodel.model",
+                   "specdec_sim.costmodel.shape", "specdec_sim.policies.goodput"):
+        tree = ast.parse(MODULES[module].read_text())
+        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert not names & {"simpy", "pandas", "json", "os", "pathlib"}, f"{module} imports {names & {'simpy'}}"
