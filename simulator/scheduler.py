@@ -215,12 +215,13 @@ class Scheduler:
         """Emit the step's tokens at time `now`; finished requests leave the batch."""
         result = StepResult()
         if plan.decoding:
-            self._emit_decodes(plan.decoding, accepted, now, result)
+            self._emit_decodes(plan.decoding, accepted, now, result, any(plan.ks))
         if plan.prefills:
             self._finish_prefill_chunks(plan.prefills, now, result)
         return result
 
-    def _emit_decodes(self, decoding: list[Request], accepted: list[int], now: float, result: StepResult) -> None:
+    def _emit_decodes(self, decoding: list[Request], accepted: list[int], now: float, result: StepResult,
+                      speculated: bool) -> None:
         total = 0
         accepted_total = 0
         finished = []
@@ -241,7 +242,8 @@ class Scheduler:
             total += emitted
             if left == emitted:
                 finished.append(req)
-        self.kv.trim(decoding)  # give back lookahead slots that rejected drafts did not use
+        if speculated:  # give back lookahead slots that rejected drafts did not use (none without drafts)
+            self.kv.trim(decoding)
         result.itl_gaps = [(now - last, count) for last, count in gaps.items()]
         for req in finished:
             self._finish(req, result)

@@ -1,0 +1,1 @@
+"""Bundled model architecture configs (HF config.json fields) that the profiler builds models from."""

@@ -1,0 +1,1 @@
+"""Bundled real traces and their sources (SOURCE.md); found by name through traces.bundled_trace."""
