@@ -32,9 +32,11 @@ class MemorySpec:
     kv_bytes_per_token: int = 131072  # target + draft KV bytes per token (all layers, all GPUs)
     block_size: int = 16
 
-    def num_kv_blocks(self) -> int:
+    def num_kv_blocks(self, block_size: int | None = None) -> int:
+        """KV-cache blocks of `block_size` tokens (default: this spec's) that the free memory holds."""
         free_gib = self.gpu_memory_gib * self.gpu_memory_utilization - self.weights_gib - self.activation_reserve_gib
-        return max(0, int(free_gib * 2**30 // (self.kv_bytes_per_token * self.block_size)))
+        size = self.block_size if block_size is None else block_size
+        return max(0, int(free_gib * 2**30 // (self.kv_bytes_per_token * size)))
 
 
 @dataclass(frozen=True)
