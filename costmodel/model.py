@@ -1,16 +1,20 @@
 """Step-time cost model: prices a `StepShape` as draft, verify and overhead seconds with one calibration.
 
 Pure: no SimPy, no I/O. The engine calls `CostModel.step_time` for the step it runs; policies
-call `CostModel.step_time_s` in loops to price candidate proposal lengths.
+call `CostModel.step_time_s` in loops to price candidate proposal lengths. A loaded calibration
+is checked over its `valid_range`; a step outside it that still prices to a non-positive forward
+or a negative draft/overhead time raises `CalibrationError` (one line naming the calibration and
+the step) instead of handing the clock a negative delay.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from specdec_sim.costmodel.calibration import Calibration
+from specdec_sim.costmodel.calibration import Calibration, CalibrationError
 from specdec_sim.costmodel.shape import StepShape
 
 OOM_STEP_TIME_S = 10_000.0  # SmartSpec's out-of-memory sentinel, in seconds
+_INF = float("inf")
 
 
 @dataclass(slots=True)
@@ -63,7 +67,22 @@ class CostModel:
         overhead = 0.0
         if shape.max_k > 0:
             overhead = self.calibration.overhead_fraction * target + self.calibration.overhead_fixed_ms
+        if not (0.0 < target < _INF and 0.0 <= draft < _INF and 0.0 <= overhead < _INF):
+            self._refuse_unless_empty(shape, target, draft, overhead)
         return StepTime(draft / 1000.0, target / 1000.0, overhead / 1000.0)
+
+    def _refuse_unless_empty(self, shape: StepShape, target: float, draft: float, overhead: float) -> None:
+        """A step of no sequences may cost 0; any other non-positive or non-finite time is refused."""
+        if not (target == 0.0 and shape.num_seqs == 0 and draft == 0.0 and overhead == 0.0):
+            raise CalibrationError(self._bad_step(shape, target, draft, overhead))
+
+    def _bad_step(self, shape: StepShape, target: float, draft: float, overhead: float) -> str:
+        cal = self.calibration
+        batched = shape.verify_tokens + shape.prefill_tokens
+        return (f"calibration {cal.name!r}: a step of {shape.num_seqs} sequences, {batched} batched tokens, "
+                f"{shape.kv_tokens} KV tokens, k {shape.max_k} prices to target {target:.4g} ms, draft {draft:.4g} ms, "
+                f"overhead {overhead:.4g} ms (checked only over its {cal.valid_range.describe()}: keep the engine "
+                "options inside it)")
 
     def step_time_s(self, shape: StepShape) -> float:
         return self.step_time(shape).total_s

@@ -3,9 +3,11 @@
 For every batch size B, K(B) = argmax over k in 0..max_k of B*l(alpha, k) / T_step(uniform_shape(B, B*ctx, k))
 (policies/goodput.py), then equal neighbours are merged into [[start_bs, end_bs, K], ...].
 
-    python -m policies.build_table --calibration llama3-8b-eagle-h100 --alpha 0.7 --context 512 \
-        --max-k 7 --out table.json
+    build-k-table --calibration llama3-8b-eagle-h100 --alpha 0.7 --context 512 --max-k 7 --out table.json
     simulate ... --policy vllm-table:table=table.json
+
+The table is written to a temporary name and renamed into place; `--version` prints the package
+version; a bad option is one `build_table: error:` line and exit 2.
 """
 from __future__ import annotations
 
@@ -15,7 +17,9 @@ import math
 import sys
 from typing import Sequence
 
+import specdec_sim
 from specdec_sim.costmodel import CalibrationError, CostModel, load_calibration
+from specdec_sim.costmodel.calibration import write_atomically
 
 from specdec_sim.policies.goodput import best_uniform_k
 
@@ -37,8 +41,14 @@ def build_k_table(cost: CostModel, alpha: float, context_tokens: int, max_k: int
     return rows
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line instead of usage + message
+        raise SystemExit(_fail(f"{message} (see build-k-table --help)"))
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m policies.build_table", description=__doc__.splitlines()[0])
+    p = _Parser(prog="build-k-table", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"build-k-table {specdec_sim.__version__}")
     p.add_argument("--calibration", default="llama3-8b-eagle-h100", help="shipped calibration name or JSON path")
     p.add_argument("--alpha", type=float, default=0.7, help="per-token acceptance rate in [0, 1]")
     p.add_argument("--context", type=int, default=512, help="context tokens per request")
@@ -69,8 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(text)
         return 0
     try:
-        with open(args.out, "w") as fh:
-            fh.write(text + "\n")
+        write_atomically(args.out, text + "\n")
     except OSError as exc:
         return _fail(f"--out {args.out}: {exc.strerror or exc}")
     print(f"wrote {len(table)} ranges to {args.out}: {text}")

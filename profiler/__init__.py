@@ -2,6 +2,6 @@
 
 Entry point: `profile-gpu` (profiler.cli). Modules: models (bundled configs, shapes, construction),
 timing (KV-cache prefill and timed forwards), grid (what to measure), measure (run, resume, OOM),
-fit (numpy least squares with a knee), calibrate (calibration JSON), plots, replay (step log).
+fit (bounded least squares with a knee, pure numpy), calibrate (calibration JSON), plots, replay (step log).
 Only models, timing, measure and replay import torch; fit, calibrate, grid and plots do not.
 """

@@ -1,7 +1,9 @@
 """Turn a measurements CSV into a simulator calibration (specdec_sim.costmodel.Calibration JSON).
 
 No torch here: the device facts come from the CSV rows and the caller, the model facts from the
-bundled configs, so a calibration can be refitted from a CSV on any machine.
+bundled configs, so a calibration can be refitted from a CSV on any machine. The calibration is
+checked as `load_calibration` checks it (step times over its valid range), and a held-out error
+above HOLDOUT_WARN_PCT is recorded as `fit_error["warning"]` (profile-gpu prints it).
 """
 from __future__ import annotations
 
@@ -11,8 +13,22 @@ from typing import Sequence
 from specdec_sim.profiler.fit import fit_profile, merge_passes
 from specdec_sim.profiler.models import DTYPE_BYTES, ModelShape
 from specdec_sim.costmodel import Calibration, DraftCost, MemorySpec
+from specdec_sim.costmodel.calibration import check_step_times
 
 GIB = 2**30
+HOLDOUT_WARN_PCT = 10.0  # mean held-out error above which profile-gpu warns
+
+
+def holdout_warning(fit_error: dict) -> str | None:
+    """The warning a poor or unknown held-out error deserves, or None."""
+    mean, worst, n = fit_error.get("mape_pct"), fit_error.get("max_ape_pct"), fit_error.get("n_test")
+    if not n or mean is None:
+        return "too few points to hold any out: the calibration's error is unknown (measure a bigger grid)"
+    if mean <= HOLDOUT_WARN_PCT:
+        return None
+    return (f"held-out error {mean:.1f} % mean, {worst:.1f} % max on {n} points exceeds {HOLDOUT_WARN_PCT:g} %: "
+            "this calibration may misprice steps; measure a bigger grid (--grid standard) or more passes "
+            "(--passes 3) on a quiet machine")
 
 
 def memory_spec(target: ModelShape, draft: ModelShape | None, dtype: str, device_memory_gib: float) -> MemorySpec:
@@ -30,6 +46,9 @@ def build_calibration(rows: Sequence[dict], name: str, target: ModelShape, draft
     if dtype not in DTYPE_BYTES:
         raise ValueError(f"unknown dtype {dtype!r}")
     tfit, dfit, fit_error = fit_profile(rows, seed)
+    warning = holdout_warning(fit_error)
+    if warning:
+        fit_error["warning"] = warning
     passes = max((int(r.get("pass_no") or 0) for r in rows), default=0) + 1
     rows = merge_passes(rows)
     ok = [r for r in rows if r.get("status", "ok") == "ok"]
@@ -47,11 +66,14 @@ def build_calibration(rows: Sequence[dict], name: str, target: ModelShape, draft
                       "sums it over the k draft steps.",
              "memory": "weights_gib and kv_bytes_per_token derived from the architecture configs at this "
                        "dtype (target + draft); gpu_memory_gib is the device memory seen by the profiler.",
+             "valid_range": "where the step time is checked finite and > 0 (every fitted term is >= 0, so it "
+                            "holds anywhere); the measured shapes are in grid, beyond them the fit extrapolates.",
              "fitted_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-    return Calibration(name=name, target=tfit.coefficients, draft=draft_cost, overhead_fraction=0.0,
-                       overhead_fixed_ms=0.0, batched_tokens_convention="exact",
-                       memory=memory_spec(target, draft, dtype, device_memory_gib), description=desc,
-                       device=device, fit_error=fit_error, provenance={**provenance, **notes})
+    cal = Calibration(name=name, target=tfit.coefficients, draft=draft_cost, overhead_fraction=0.0,
+                      overhead_fixed_ms=0.0, batched_tokens_convention="exact",
+                      memory=memory_spec(target, draft, dtype, device_memory_gib), description=desc,
+                      device=device, fit_error=fit_error, provenance={**provenance, **notes})
+    return check_step_times(cal)
 
 
 def fit_summary(cal: Calibration) -> str:

@@ -5,17 +5,24 @@
     profile-gpu --target tiny-llama --draft tiny-draft --device cpu --grid quick --out /tmp/p
     profile-gpu --replay steps.csv --target ... --draft ... --calibration cal.json
 
-The output directory gets measurements.csv (appended point by point; rerun to resume),
-calibration.json (loadable with specdec_sim.costmodel.load_calibration) and PNG plots.
-Bad options print one line and exit 2.
+The output directory gets measurements.csv (appended point by point; rerun to resume; a row torn
+by a kill is measured again), calibration.json (loadable with specdec_sim.costmodel.load_calibration;
+written to a temporary name and renamed) and PNG plots. A held-out error above 10 % is a
+`profile-gpu: warning:` line, also kept in the calibration's fit_error. Bad options and unreadable
+inputs print one line and exit 2.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import shlex
+import signal
 import sys
+import threading
 from pathlib import Path
 
+import specdec_sim
 from specdec_sim.profiler.grid import PRESETS, GridError, build_grid, grid_spec
 from specdec_sim.profiler.models import DTYPE_BYTES, ModelNotFound, available_models, load_config, model_shape
 
@@ -35,6 +42,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="profile-gpu", description=__doc__.split("\n\n")[0],
                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--version", action="version", version=f"profile-gpu {specdec_sim.__version__}")
     m = p.add_argument_group("models")
     m.add_argument("--target", required=True,
                    help=f"target model: a bundled name ({', '.join(available_models())}) or a directory "
@@ -62,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="measure the whole grid this many times, pass after pass, and fit the median over "
                         "passes (spreads load bursts of other jobs on a shared machine)")
     o = p.add_argument_group("output")
-    o.add_argument("--out", type=Path, default=None, help="output directory (default profiles/<target>-<device>)")
+    o.add_argument("--out", type=Path, default=None, help="output directory, created if missing (default profiles/<target>-<device>); with --replay, a "
+                        "directory or a .csv file path")
     o.add_argument("--name", default=None, help="calibration name (default <target>-<draft>-<device>)")
     o.add_argument("--seed", type=int, default=0, help="seed for inputs and the held-out split")
     o.add_argument("--quiet", action="store_true", help="no per-point lines, only the progress bar and summary")
@@ -89,9 +98,7 @@ def resolve_device(device: str) -> str:
 
 def _set_threads(args, device: str) -> None:
     import torch
-    if args.threads:
-        if args.threads < 1:
-            raise UsageError("--threads must be >= 1")
+    if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.cpu_clock == "thread" and device == "cpu" and torch.get_num_threads() != 1:
         raise UsageError("--cpu-clock thread times only the calling thread: add --threads 1")
@@ -107,6 +114,20 @@ def _check_models(args) -> None:
                   "a real pair needs the same tokenizer", file=sys.stderr)
 
 
+def prepare_out_dir(out: Path) -> Path:
+    """Create --out (a directory) and make sure files can be written in it, before anything runs."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: is a file, not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".profile-gpu-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
+    return out
+
+
 def _short(name: str) -> str:
     return Path(name).name if Path(name).is_dir() else name
 
@@ -118,7 +139,8 @@ def profile(args, argv: list[str]) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from specdec_sim.profiler.calibrate import build_calibration, fit_summary
-    from specdec_sim.profiler.measure import MEASUREMENTS_CSV, ProfileMismatch, describe, read_measurements, run_grid, stamp
+    from specdec_sim.profiler.measure import (MEASUREMENTS_CSV, MeasurementsError, ProfileMismatch, describe,
+                                              done_keys, read_measurements, run_grid, stamp)
     from specdec_sim.profiler.models import build_model
     from specdec_sim.profiler.plots import write_plots
     from specdec_sim.profiler.timing import cpu_model, device_info, is_oom
@@ -133,14 +155,17 @@ def profile(args, argv: list[str]) -> int:
     if repeats < 1 or warmup < 0 or args.passes < 1:
         raise UsageError("--repeats and --passes must be >= 1 and --warmup >= 0")
     _set_threads(args, device)
-    out = args.out or Path("profiles") / f"{_short(args.target)}-{device.split(':')[0]}"
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_out_dir(args.out or Path("profiles") / f"{_short(args.target)}-{device.split(':')[0]}")
     console = Console(stderr=False, width=None if sys.stdout.isatty() else 160)
     info = device_info(device, dtype)
     roles = {"target": args.target, **({"draft": args.draft} if args.draft else {})}
     shapes = {role: model_shape(name) for role, name in roles.items()}
     points = build_grid(spec, with_draft=bool(args.draft))
     csv_path = out / MEASUREMENTS_CSV
+    try:  # before the models are built: a directory of other measurements is refused at once
+        done_keys(read_measurements(csv_path, repair=True), {r: s.name for r, s in shapes.items()}, info.name, dtype)
+    except (ProfileMismatch, MeasurementsError) as exc:
+        raise UsageError(str(exc)) from None
     console.print(f"[bold]profile-gpu[/] {info.name} | {dtype} | torch {info.torch_version} cuda "
                   f"{info.cuda_version} transformers {info.transformers_version} | {len(points)} points -> {out}")
     try:
@@ -159,7 +184,7 @@ def profile(args, argv: list[str]) -> int:
                 points, models, shapes, info, dtype, csv_path, warmup, repeats, args.cpu_clock,
                 on_row=lambda m: (bar.advance(task), None if args.quiet else bar.console.print(describe(m))),
                 on_skip_done=lambda p: bar.advance(task), passes=args.passes)
-    except ProfileMismatch as exc:
+    except (ProfileMismatch, MeasurementsError) as exc:
         raise UsageError(str(exc)) from None
     except KeyboardInterrupt:
         console.print(f"interrupted: finished points are in {csv_path}; rerun the same command to resume")
@@ -191,23 +216,29 @@ def profile(args, argv: list[str]) -> int:
     plots = write_plots(rows, fits, out)
     console.print(fit_summary(cal))
     console.print(f"wrote {csv_path}, {out / 'calibration.json'}, {', '.join(p.name for p in plots)}")
+    if cal.fit_error.get("warning"):
+        print(f"profile-gpu: warning: {cal.fit_error['warning']}", file=sys.stderr)
     return 0
 
 
 def replay(args) -> int:
-    from specdec_sim.profiler.replay import ReplayError, run_replay
     from specdec_sim.costmodel import CalibrationError
+    from specdec_sim.profiler.replay import ReplayError, read_steps, run_replay
     if not args.replay.is_file():
         raise UsageError(f"--replay {args.replay}: file not found")
+    try:
+        read_steps(args.replay)  # a file that is not a step log is named before any model is built
+    except ReplayError as exc:
+        raise UsageError(str(exc)) from None
     if not args.draft:
         raise UsageError("--replay needs --draft (the draft model executes the k_max draft steps)")
     device = resolve_device(args.device)
     _set_threads(args, device)
     dtype = args.dtype if args.dtype != "auto" else ("bf16" if device.startswith("cuda") else "fp32")
     out = args.out or args.replay.with_name(args.replay.stem + "_replay.csv")
-    if out.suffix != ".csv":
-        out.mkdir(parents=True, exist_ok=True)
-        out = out / "replay.csv"
+    out = prepare_out_dir(out.parent) / out.name if out.suffix == ".csv" else prepare_out_dir(out) / "replay.csv"
+    if out.is_dir():
+        raise UsageError(f"--out {out}: is a directory, not a CSV file")
     warmup = args.warmup if args.warmup is not None else 1
     repeats = args.repeats if args.repeats is not None else (5 if device.startswith("cuda") else 1)
     try:
@@ -217,10 +248,19 @@ def replay(args) -> int:
         raise UsageError(str(exc)) from None
 
 
+def _check_numbers(args) -> None:
+    """Counts that argparse reads as int but that must be positive (or >= 0)."""
+    for option, value, low in (("--threads", args.threads, 1), ("--seed", args.seed, 0),
+                               ("--replay-max-steps", args.replay_max_steps, 1)):
+        if value is not None and value < low:
+            raise UsageError(f"{option} must be >= {low}, not {value}")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
+        _check_numbers(args)
         _check_models(args)
         grid_spec(args.grid, args.batch_sizes, args.query_tokens, args.context_lengths, args.prefill_chunks)
         try:
@@ -229,10 +269,31 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             raise UsageError("torch and transformers are needed: run pip install \".[profile]\" in the "
                              "specdec-sim checkout") from None
-        return replay(args) if args.replay else profile(args, argv)
+        with _sigterm_as_interrupt():
+            return replay(args) if args.replay else profile(args, argv)
     except (UsageError, ModelNotFound, GridError) as exc:
         print(f"profile-gpu: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:  # outside the measuring loop (which says where its points are)
+        print("profile-gpu: interrupted", file=sys.stderr)
+        return 130
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM is handled like Ctrl-C (finished points kept, nothing half-written), then restored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -7,10 +7,16 @@ Model (specdec_sim.costmodel.ForwardCoefficients, milliseconds):
 
 with N_batched = B * query, N_kv = B * context and, for prefill points only,
 A = B * chunk * (context + chunk / 2). For each candidate knee (the measured N_batched values)
-a weighted least-squares fit (weights 1/t, so relative error is what is minimised) is solved in
-closed form; the knee with the smallest error is kept, or none when no knee cuts the error by
-0.1 %. The slope may rise or fall at the knee, as long as latency keeps growing with tokens. Columns the grid cannot tell apart (e.g. B and N_batched when every query is 1) are
-dropped (coefficient 0).
+the fit is a weighted least squares (weights 1/t, so relative error is what is minimised) with
+every term bounded below: each is a cost, so fixed >= FIXED_FLOOR_MS > 0 and the KV, token,
+sequence and attention terms >= 0; the token slope before the knee and the slope after it are
+both >= 0 (fitted as b1 * min(N, knee) + b2 * max(0, N - knee), so after_knee = b2 - b1 may be
+negative: CPU batch 1 runs a GEMV, bigger batches a GEMM). The bounded problem has at most six
+columns and is solved exactly (`nonnegative_lstsq`: the optimum is the unconstrained fit on its
+own support, so the best feasible subset fit is it). A fit therefore prices every shape at
+>= fixed > 0, and every calibration it makes loads. The knee with the smallest error is kept, or
+none when no knee cuts the error by 0.1 %. Columns the grid cannot tell apart (e.g. B and
+N_batched when every query is 1) are dropped (coefficient 0).
 """
 from __future__ import annotations
 
@@ -92,13 +98,41 @@ def independent_columns(a: np.ndarray) -> list[int]:
     return keep
 
 
-def weighted_lstsq(a: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
-    """argmin_x sum(((a x - y) / y)^2), solved on column-scaled data; returns (x, relative SSE)."""
-    w = 1.0 / y
-    aw = a * w[:, None]
+def _scaled(a: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows weighted by 1/y, columns scaled to max |1|; returns (scaled matrix, column scales)."""
+    aw = a / y[:, None]
     scale = np.maximum(np.abs(aw).max(axis=0), 1e-300)
-    x, *_ = np.linalg.lstsq(aw / scale, np.ones_like(y), rcond=None)
-    x = x / scale
+    return aw / scale, scale
+
+
+def nonnegative_lstsq(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """argmin ||a x - b|| subject to x >= 0, exactly, for a few full-rank columns: the optimum is the
+    unconstrained least-squares fit on its own support, so the best fit over the subsets of columns
+    whose unconstrained fit is non-negative is the optimum (2^n small solves, n <= 6 here)."""
+    n = a.shape[1]
+    x, *_ = np.linalg.lstsq(a, b, rcond=None)
+    if np.all(x >= 0):
+        return x
+    best, best_sse = np.zeros(n), float(b @ b)
+    for mask in range(1, 2**n - 1):
+        cols = [j for j in range(n) if mask >> j & 1]
+        sub, *_ = np.linalg.lstsq(a[:, cols], b, rcond=None)
+        if np.any(sub < -1e-12):
+            continue
+        trial = np.zeros(n)
+        trial[cols] = np.maximum(sub, 0.0)
+        resid = a @ trial - b
+        sse = float(resid @ resid)
+        if sse < best_sse:
+            best, best_sse = trial, sse
+    return best
+
+
+def bounded_lstsq(a: np.ndarray, y: np.ndarray, lower: np.ndarray) -> tuple[np.ndarray, float]:
+    """argmin_x sum(((a x - y) / y)^2) subject to x >= lower; returns (x, relative SSE)."""
+    aw, scale = _scaled(a, y)
+    shifted = np.ones_like(y) - (a @ lower) / y  # x = lower + z, z >= 0
+    x = lower + nonnegative_lstsq(aw, shifted) / scale
     resid = (a @ x - y) / y
     return x, float(resid @ resid)
 
@@ -108,37 +142,38 @@ def knee_candidates(batched: np.ndarray, min_each_side: int = 2) -> list[float]:
     return [float(v) for v in values[min_each_side - 1:len(values) - min_each_side]]
 
 
-NONNEGATIVE = (1, 2, 4)  # per_kv_token, per_batched_token, prefill_attention: costs cannot be negative
+FIXED_FLOOR_MS = 1e-6  # a forward costs more than nothing (the cost model needs target time > 0)
 
 
-def solve(base: np.ndarray, cols: list[int], hinge: np.ndarray | None, y: np.ndarray):
-    """Weighted least squares on base[:, cols] (+ hinge); a cost column fitted negative is dropped
-    (set to 0) and the rest refitted, until all are non-negative. Returns ({col: coef}, slope, sse)."""
-    cols = list(cols)
-    while True:
-        a = base[:, cols] if hinge is None else np.column_stack([base[:, cols], hinge])
-        x, sse = weighted_lstsq(a, y)
-        coefs = dict(zip(cols, x))
-        negative = [j for j in cols if j in NONNEGATIVE and coefs[j] < 0]
-        if not negative:
-            return coefs, (float(x[-1]) if hinge is not None else 0.0), sse
-        cols.remove(min(negative, key=lambda j: coefs[j] * np.abs(base[:, j]).max()))
-
-
-def monotone_hinge(coefs: dict, slope: float) -> bool:
-    """Latency must not fall with more tokens on either side of the knee. The slope may rise after
-    the knee (GPU: compute-bound past the knee) or drop (CPU: batch 1 runs a GEMV, bigger batches a GEMM)."""
-    before = coefs.get(2, 0.0)
-    return slope != 0 and before >= 0 and before + slope >= 0
+def solve(base: np.ndarray, cols: list[int], knee: float | None, batched: np.ndarray,
+          y: np.ndarray) -> tuple[dict[int, float], float, float]:
+    """Bounded weighted least squares on base[:, cols] (+ the hinge at `knee`): fixed >= FIXED_FLOOR_MS,
+    every other term >= 0; with a knee, the token column becomes min(N, knee) and the hinge
+    max(0, N - knee), both slopes >= 0. Returns ({col: coef}, after_knee slope, relative SSE)."""
+    a = base[:, cols].copy()
+    token = cols.index(2) if 2 in cols else None
+    if knee is not None:
+        if token is not None:
+            a[:, token] = np.minimum(batched, knee)
+        a = np.column_stack([a, np.maximum(0.0, batched - knee)])
+    lower = np.array([FIXED_FLOOR_MS if j == 0 else 0.0 for j in cols] + ([0.0] if knee is not None else []))
+    x, sse = bounded_lstsq(a, y, lower)
+    coefs = {j: float(v) for j, v in zip(cols, x)}
+    if knee is None:
+        return coefs, 0.0, sse
+    slope = float(x[-1]) - (coefs[2] if token is not None else 0.0)
+    return coefs, slope, sse
 
 
 def fit_forward(s: Samples, knees: Sequence[float] | None = None) -> ForwardCoefficients:
-    """Closed-form fit of ForwardCoefficients, searching the knee over `knees` (default: measured N_batched)."""
+    """Bounded fit of ForwardCoefficients, searching the knee over `knees` (default: measured N_batched)."""
     if len(s) == 0:
         raise ValueError("no measured points to fit")
+    if not np.all(np.isfinite(s.ms) & (s.ms > 0)):
+        raise ValueError("measured latencies must be finite and > 0 ms")
     base = design(s)
-    keep = independent_columns(base)
-    best, best_slope, best_sse = solve(base, keep, None, s.ms)
+    keep = independent_columns(base)  # always starts with the fixed term (column of ones)
+    best, best_slope, best_sse = solve(base, keep, None, s.batched, s.ms)
     best_knee = 0.0
     for knee in (knee_candidates(s.batched) if knees is None else knees):
         hinge = np.maximum(0.0, s.batched - knee)
@@ -146,8 +181,8 @@ def fit_forward(s: Samples, knees: Sequence[float] | None = None) -> ForwardCoef
             continue
         if independent_columns(np.column_stack([base[:, keep], hinge])) != list(range(len(keep) + 1)):
             continue
-        coefs, slope, sse = solve(base, keep, hinge, s.ms)
-        if monotone_hinge(coefs, slope) and sse < best_sse * (1 - MIN_KNEE_GAIN) - 1e-12:
+        coefs, slope, sse = solve(base, keep, knee, s.batched, s.ms)
+        if slope != 0 and sse < best_sse * (1 - MIN_KNEE_GAIN) - 1e-12:
             best, best_slope, best_sse, best_knee = coefs, slope, sse, knee
     values = dict.fromkeys(COLUMNS, 0.0)
     for j, coef in best.items():

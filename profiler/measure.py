@@ -2,17 +2,23 @@
 
 Rows are written one by one (and flushed), so an interrupted run keeps everything it measured;
 the next run with the same --out reads the CSV and skips finished points (key: role, batch, query,
-context). A shape that runs out of memory is recorded as skipped with its reason and the run goes on.
+context). A run killed while writing a row leaves that row without its line end: the next run
+cuts it off and measures the point again. Any other malformed content (binary data, a row with
+the wrong fields) is a `MeasurementsError` naming the file and line. A shape that runs out of
+memory is recorded as skipped with its reason and the run goes on.
 """
 from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
+import math
+import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable, Iterable
 
-from specdec_sim.profiler.grid import GridPoint
+from specdec_sim.profiler.grid import ROLES, GridPoint
 from specdec_sim.profiler.models import ModelShape
 from specdec_sim.profiler.timing import DeviceInfo, Timing, free_memory, is_oom, time_forward
 
@@ -58,11 +64,77 @@ class ProfileMismatch(ValueError):
     """The output directory already holds measurements of another model in the same role."""
 
 
-def read_measurements(path: Path) -> list[dict]:
+class MeasurementsError(ValueError):
+    """A measurements.csv that is not one (binary, garbled, wrong columns); names the file and line."""
+
+
+KINDS = ("decode", "verify", "prefill")
+REQUIRED_COLUMNS = ("role", "model", "kind", "batch", "query", "context", "status", "median_ms")
+
+
+def _complete_text(path: Path, repair: bool) -> str:
+    """The file's text up to its last line end; with repair, a torn last line is cut from the file."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MeasurementsError(f"{path}: not a measurements CSV (byte {exc.start} is not UTF-8 text): "
+                                "delete it or use another --out") from None
+    if "\x00" in text:
+        raise MeasurementsError(f"{path}: not a measurements CSV (it holds NUL bytes): delete it or use another --out")
+    if text.endswith("\n") or not text:
+        return text
+    complete = text[:text.rfind("\n") + 1]
+    if repair:  # the row being written when the last run was killed: measure that point again
+        os.truncate(path, len(complete.encode("utf-8")))
+    return complete
+
+
+def _check_row(row: dict, line: int, path: Path) -> None:
+    def bad(column: str, what: str) -> MeasurementsError:
+        return MeasurementsError(f"{path}: line {line}, column {column}: {row.get(column)!r} is not {what}")
+
+    if None in row or any(v is None for v in row.values()):
+        raise MeasurementsError(f"{path}: line {line}: wrong number of fields for the header")
+    if row["role"] not in ROLES:
+        raise bad("role", "target or draft")
+    if row["kind"] not in KINDS:
+        raise bad("kind", "decode, verify or prefill")
+    for column, low in (("batch", 1), ("query", 1), ("context", 0), ("pass_no", 0)):
+        value = row.get(column, "")
+        if (value != "" or column != "pass_no") and not (value.isdigit() and int(value) >= low):
+            raise bad(column, f"a whole number >= {low}")
+    if row["status"] not in ("ok", "skipped"):
+        raise bad("status", "ok or skipped")
+    if row["status"] == "ok":
+        try:
+            ms = float(row["median_ms"])
+        except ValueError:
+            raise bad("median_ms", "a latency in ms") from None
+        if not (math.isfinite(ms) and ms > 0):
+            raise bad("median_ms", "a finite latency > 0 ms")
+
+
+def read_measurements(path: Path, repair: bool = False) -> list[dict]:
+    """Checked rows of measurements.csv (none if it does not exist). A torn last line (no line end) is
+    left out, and with repair=True also cut from the file so the next appended row starts cleanly."""
     if not path.is_file():
         return []
-    with path.open(newline="") as fh:
-        return list(csv.DictReader(fh))
+    text = _complete_text(path, repair)
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        header = reader.fieldnames or []
+        missing = [c for c in REQUIRED_COLUMNS if c not in header]
+        if text and missing:
+            raise MeasurementsError(f"{path}: not a measurements CSV (no column {missing[0]!r} in line 1): "
+                                    "delete it or use another --out")
+        rows = []
+        for row in reader:
+            _check_row(row, reader.line_num, path)
+            rows.append(row)
+    except csv.Error as exc:
+        raise MeasurementsError(f"{path}: not a measurements CSV ({exc}): delete it or use another --out") from None
+    return rows
 
 
 def done_keys(rows: Iterable[dict], models: dict[str, str], device: str | None = None,
@@ -159,7 +231,7 @@ def run_grid(points: list[GridPoint], models: dict, shapes: dict[str, ModelShape
     """Measure every (point, pass) not yet in csv_path, pass by pass; returns how many were measured now.
     Several passes spread each point's samples over the whole run, so a burst of load from other
     jobs hits one sample of many points instead of every sample of a few."""
-    done = done_keys(read_measurements(csv_path), {role: s.name for role, s in shapes.items()}, info.name, dtype)
+    done = done_keys(read_measurements(csv_path, repair=True), {role: s.name for role, s in shapes.items()}, info.name, dtype)
     measured = 0
     for pass_no in range(passes):
         for p in points:

@@ -1,6 +1,11 @@
-"""PNG plots of a profile: latency vs batch size per query length, and measured vs predicted."""
+"""PNG plots of a profile: latency vs batch size per query length, and measured vs predicted.
+
+Each PNG is written to a temporary name and renamed into place, so an interrupted run never
+leaves half an image under the final name.
+"""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -37,15 +42,13 @@ def plot_latency_curves(rows: Sequence[dict], role: str, coef: ForwardCoefficien
                 pred = [coef.forward_ms(bb * q, bb * ctx, int(bb)) for bb in b]
                 ax.plot(b, pred, "--", color=line.get_color(), alpha=0.7)
         ax.set_xscale("log", base=2)
-        ax.set_title(f"{role}, context {ctx}")
-        ax.set_xlabel("batch size")
+        ax.set_title(f"{role} forward, context {ctx} tokens per sequence", fontsize=9)
+        ax.set_xlabel("batch size (sequences)")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("forward latency (ms)")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_measured_vs_predicted(rows: Sequence[dict], fits: dict[str, ForwardCoefficients], path: Path) -> Path:
@@ -64,13 +67,24 @@ def plot_measured_vs_predicted(rows: Sequence[dict], fits: dict[str, ForwardCoef
         ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
         ax.set_xscale("log")
         ax.set_yscale("log")
+    ax.set_title("forward latency: measured vs fitted (ms)", fontsize=9)
     ax.set_xlabel("measured (ms)")
     ax.set_ylabel("predicted by calibration (ms)")
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    """Save `fig` as PNG atomically (temporary name, then rename)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fig.savefig(tmp, dpi=100, format="png")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -9,6 +9,7 @@ forward of num_prefill chunks of prefill_tokens / num_prefill tokens at the same
 from __future__ import annotations
 
 import csv
+import io
 import math
 import time
 from dataclasses import dataclass, fields
@@ -20,6 +21,7 @@ import torch
 from specdec_sim.profiler.models import build_model
 from specdec_sim.profiler.timing import _sync, cpu_clock, make_cache, time_forward, trim_cache
 from specdec_sim.costmodel import CostModel, PrefillTerms, StepShape, load_calibration, shape_from_levels
+from specdec_sim.costmodel.calibration import write_atomically
 
 STEP_COLUMNS = ("num_decode", "num_prefill", "prefill_tokens", "verify_tokens", "kv_tokens", "k_max",
                 "step_time_s", "draft_s", "verify_s", "overhead_s")
@@ -75,35 +77,46 @@ def _parquet_records(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
     return list(df.columns), list(enumerate(df.to_dict("records")))
 
 
+def _csv_records(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            return list(reader.fieldnames or []), list(enumerate(reader, start=2))
+    except UnicodeDecodeError as exc:
+        raise ReplayError(f"{path}: not a CSV step log (byte {exc.start} is not UTF-8 text); give the "
+                          "steps.csv or steps.parquet that simulate wrote") from None
+    except csv.Error as exc:
+        raise ReplayError(f"{path}: not a CSV step log ({exc})") from None
+    except OSError as exc:
+        raise ReplayError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
 def read_steps(path: Path) -> list[Step]:
     """Steps of a simulator step log: CSV (row = line number) or parquet (row = 0-based index)."""
     if path.suffix == ".parquet":
         columns, records = _parquet_records(path)
     else:
-        with path.open(newline="") as fh:
-            reader = csv.DictReader(fh)
-            columns, records = list(reader.fieldnames or []), list(enumerate(reader, start=2))
+        columns, records = _csv_records(path)
     missing = [c for c in STEP_COLUMNS if c not in columns]
     if missing:
         raise ReplayError(f"{path}: missing column(s) {', '.join(missing)}")
     steps = []
     for i, r in records:
-        try:
-            ints = [int(float(r[c])) for c in STEP_COLUMNS[:6]]
-            floats = tuple(float(r[c]) for c in STEP_COLUMNS[6:])
-        except (TypeError, ValueError):
-            bad = next(c for c in STEP_COLUMNS if not _is_number(r.get(c)))
-            raise ReplayError(f"{path}: row {i}, column {bad}: not a number ({r.get(bad)!r})") from None
-        steps.append(Step(i, *ints, logged=floats))
+        bad = next((c for c in STEP_COLUMNS if not _is_count(r.get(c), c in STEP_COLUMNS[:6])), None)
+        if bad:
+            raise ReplayError(f"{path}: row {i}, column {bad}: not a finite number >= 0 ({r.get(bad)!r})")
+        ints = [int(float(r[c])) for c in STEP_COLUMNS[:6]]
+        steps.append(Step(i, *ints, logged=tuple(float(r[c]) for c in STEP_COLUMNS[6:])))
     return steps
 
 
-def _is_number(v) -> bool:
+def _is_count(v, whole: bool) -> bool:
+    """A finite number >= 0 (for a count, also below 2**40, far above any step's tokens)."""
     try:
-        float(v)
-        return True
+        x = float(v)
     except (TypeError, ValueError):
         return False
+    return math.isfinite(x) and x >= 0 and (not whole or x < 2**40)
 
 
 def sample_evenly(steps: list[Step], max_steps: int) -> list[Step]:
@@ -214,8 +227,10 @@ def run_replay(steps_csv: Path, target: str, draft: str, device: str, dtype: str
 
 
 def write_rows(path: Path, rows: list[ReplayRow]) -> None:
+    """The replay CSV, written to a temporary name and renamed into place."""
     flat = [r.flat() for r in rows]
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(flat[0]) if flat else [])
-        writer.writeheader()
-        writer.writerows(flat)
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=list(flat[0]) if flat else [])
+    writer.writeheader()
+    writer.writerows(flat)
+    write_atomically(path, buffer.getvalue())
