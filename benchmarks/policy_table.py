@@ -38,7 +38,7 @@ class Workload:
 
 
 def sharegpt_trace(rate: float, workload: Workload):
-    lengths = load_trace(bundled_trace("sharegpt"))
+    lengths = load_trace(bundled_trace("sharegpt-300-long-outputs"))
     return synthetic_trace(rate, num_requests=workload.num_requests, lengths_from=lengths, seed=workload.seed)
 
 

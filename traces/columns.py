@@ -14,7 +14,7 @@ from enum import Enum
 import numpy as np
 import pandas as pd
 
-from specdec_sim.traces.model import TraceError
+from specdec_sim.traces.model import MAX_TOKENS, TraceError
 
 MAX_EXACT_INT = 2**53  # larger magnitudes are not exact in float64
 _NAN_WORDS = {"nan", "+nan", "-nan"}
@@ -35,12 +35,20 @@ class Table:
     name: str  # the file, as it appears in messages
     frame: pd.DataFrame  # string cells; column names stripped
     line_numbers: np.ndarray | None = None  # JSONL: physical line of each record
+    offset: int = 0  # data rows of the file before this table (tables are read in chunks)
 
     def row_label(self, index: int) -> str:
         """'row N' (1-based data row, CSV) or 'line N' (JSONL physical line)."""
         if self.line_numbers is None:
-            return f"row {index + 1}"
+            return f"row {self.offset + index + 1}"
         return f"line {int(self.line_numbers[index])}"
+
+    def head(self, rows: int) -> "Table":
+        """The first ``rows`` rows (all of them when there are fewer)."""
+        if rows >= len(self.frame):
+            return self
+        lines = None if self.line_numbers is None else self.line_numbers[:rows]
+        return Table(self.name, self.frame.iloc[:rows], lines, self.offset)
 
     def cell_error(self, index: int, column: str, problem: str) -> TraceError:
         """A one-line error naming file, row and column."""
@@ -95,8 +103,11 @@ def _float_or_nan(cell: object) -> float:
         return float("nan")
 
 
-def numeric(table: Table, column: str, kind: Kind) -> Checked:
-    """Convert ``column`` to numbers and mark the rows that break ``kind``'s rules."""
+def numeric(table: Table, column: str, kind: Kind, max_time: float = float("inf"), unit: str = "s") -> Checked:
+    """Convert ``column`` to numbers and mark the rows that break ``kind``'s rules.
+
+    Token counts must be in [1, MAX_TOKENS]; times in [0, ``max_time``] (``unit`` names it).
+    """
     cells = _cells(table, column)
     values, exact_int = _to_numbers(cells)
     if exact_int:
@@ -107,12 +118,12 @@ def numeric(table: Table, column: str, kind: Kind) -> Checked:
             if kind is not Kind.TIME:
                 bad |= (np.floor(values) != values) | (np.abs(values) > MAX_EXACT_INT)
     if kind is Kind.TOKENS:
-        bad |= ~(values >= 1)
+        bad |= ~((values >= 1) & (values <= MAX_TOKENS))
     elif kind is Kind.TIME:
-        bad |= ~(values >= 0)
+        bad |= ~((values >= 0) & (values <= max_time))
 
     def describe(index: int) -> str:
-        return _problem(cells[index], float(values[index]), kind)
+        return _problem(cells[index], float(values[index]), kind, max_time, unit)
 
     if not bad.any() and not exact_int:
         values = values.astype(np.int64) if kind is not Kind.TIME else values
@@ -121,7 +132,7 @@ def numeric(table: Table, column: str, kind: Kind) -> Checked:
     return Checked(column, values, bad, describe)
 
 
-def _problem(cell: str, value: float, kind: Kind) -> str:
+def _problem(cell: str, value: float, kind: Kind, max_time: float, unit: str) -> str:
     """Why one cell was rejected, in words."""
     if cell == "":
         return "empty value"
@@ -135,8 +146,12 @@ def _problem(cell: str, value: float, kind: Kind) -> str:
         return f"{kind.value} must be a whole number, got {shown(cell)}"
     if kind is not Kind.TIME and abs(value) > MAX_EXACT_INT:
         return f"{kind.value} is too large: {shown(cell)}"
+    if kind is Kind.TOKENS and value > MAX_TOKENS:
+        return f"token count is too large: {shown(cell)} (limit {MAX_TOKENS})"
     if kind is Kind.TOKENS:
         return f"token count must be >= 1, got {shown(cell)}"
+    if value > max_time:
+        return f"time is beyond {max_time:g} {unit} (float seconds lose microsecond resolution): {shown(cell)}"
     return f"time must be >= 0, got {shown(cell)}"
 
 

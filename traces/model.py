@@ -12,6 +12,10 @@ import numpy as np
 import pandas as pd
 
 FRAME_COLUMNS = ("request_id", "arrival_time_s", "prompt_tokens", "output_tokens")
+# float64 seconds resolve 1 us up to 2**33 s (~8.6e9 s); 1e9 s (~32 years) leaves headroom for the
+# latencies the simulator adds to an arrival while still resolving 0.12 us.
+MAX_TIME_S = 1e9
+MAX_TOKENS = 10**8  # per request; far beyond any model's context, so a larger count is a typo or garbage
 
 
 class TraceError(ValueError):
@@ -46,7 +50,8 @@ def _frozen_array(values: object, dtype: type, name: str, source: str) -> np.nda
 class Trace:
     """Requests sorted by arrival: ids, arrival times (s) and token counts.
 
-    ``eq=False``: traces compare by identity (numpy arrays have no scalar ``==``).
+    Arrivals are finite, non-decreasing and within +-MAX_TIME_S; token counts are in
+    [1, MAX_TOKENS]. ``eq=False``: traces compare by identity (numpy arrays have no scalar ``==``).
     """
 
     request_id: np.ndarray
@@ -74,11 +79,15 @@ class Trace:
             return
         if not np.isfinite(self.arrival_s).all():
             raise TraceError(f"{self.source}: field 'arrival_s' has a non-finite value")
+        if np.abs(self.arrival_s).max() > MAX_TIME_S:
+            raise TraceError(f"{self.source}: field 'arrival_s' has a value beyond {MAX_TIME_S:g} s")
         if (np.diff(self.arrival_s) < 0).any():
             raise TraceError(f"{self.source}: field 'arrival_s' must be non-decreasing")
         for name in ("prompt_tokens", "output_tokens"):
             if getattr(self, name).min() < 1:
                 raise TraceError(f"{self.source}: field '{name}' must be >= 1")
+            if getattr(self, name).max() > MAX_TOKENS:
+                raise TraceError(f"{self.source}: field '{name}' has a value above {MAX_TOKENS} tokens")
 
     def __len__(self) -> int:
         return int(self.request_id.shape[0])
@@ -117,3 +126,15 @@ def _length_stats(prefix: str, values: np.ndarray) -> dict:
         return {f"{prefix}_mean": float("nan"), f"{prefix}_p50": float("nan"), f"{prefix}_p99": float("nan")}
     p50, p99 = np.percentile(values, [50, 99])
     return {f"{prefix}_mean": float(values.mean()), f"{prefix}_p50": float(p50), f"{prefix}_p99": float(p99)}
+
+
+def check_enough(trace: Trace, wanted: int, option: str = "--max-requests") -> None:
+    """Raise if ``trace`` has fewer than ``wanted`` requests (a replayed trace cut by ``option``).
+
+    ``load_trace(path, max_requests=N)`` silently returns fewer than N requests when the
+    file is shorter; a caller that promised N calls this right after loading.
+    """
+    if len(trace) < wanted:
+        raise TraceError(f"{trace.source}: {option} {wanted} asks for more requests than the trace has "
+                         f"({len(trace)}); ask for at most {len(trace)}, or pass --rate to replay its "
+                         f"lengths with synthetic arrivals")

@@ -1,46 +1,58 @@
-"""Load request traces from files: normalized CSV, Azure 2023 CSV, Mooncake JSONL, lengths-only CSV.
+"""Load request traces from files: normalized CSV, Azure 2023 CSV, Mooncake JSONL, lengths-only CSV, Parquet.
 
 The format is detected from the header columns (or a first line starting with
-``{`` for JSONL) unless ``fmt`` forces one. Every problem with the file or the
-options raises a one-line :class:`~traces.model.TraceError` naming the file,
-the row and the column; nothing here lets another exception escape for bad input.
+``{`` for JSONL; Parquet by its magic bytes and column names) unless ``fmt``
+forces one. Files are read in chunks and reading stops once ``max_requests``
+rows (or the ``duration_s`` window) are in, so memory is proportional to the
+requests kept. Every problem with the file or the options raises a one-line
+:class:`~traces.model.TraceError` naming the file, the row and the column;
+nothing here lets another exception escape for bad input.
 """
 from __future__ import annotations
 
 import csv
-import gzip
-import io
-import json
 import math
 import numbers
 import os
-import re
-import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from specdec_sim.traces.columns import (Kind, Table, check_unique_ids, numeric, raise_first_bad, require_columns, shown,
-                             timestamps_ns)
-from specdec_sim.traces.model import Trace, TraceError
+                                        timestamps_ns)
+from specdec_sim.traces.model import MAX_TIME_S, Trace, TraceError
+from specdec_sim.traces.sources import CHUNK_ROWS, Tables, csv_tables, jsonl_tables, parquet_columns, parquet_tables
+from specdec_sim.traces.stream import Opened, head_text, not_a_trace, open_trace
 
 FORMATS = ("normalized", "azure", "mooncake", "lengths")
 NORMALIZED_COLUMNS = ["arrival_time_s", "prompt_tokens", "output_tokens"]  # request_id is optional
 AZURE_COLUMNS = ["TIMESTAMP", "ContextTokens", "GeneratedTokens"]
 MOONCAKE_KEYS = ["timestamp", "input_length", "output_length"]
 LENGTHS_COLUMNS = ["num_prefill_tokens", "num_decode_tokens"]  # Vidur processed traces
+PAIR_COLUMNS = ["prompt_tokens", "output_tokens"]  # lengths-only files without arrival_time_s
 
 
 @dataclass(frozen=True)
 class Parsed:
-    """Checked columns of a file, in file order, before sorting and cutting."""
+    """Checked columns of a file (or of one chunk), in file order, before sorting and cutting."""
 
-    arrival_s: np.ndarray
+    arrival_s: np.ndarray  # raw arrival values in the format's unit until `_collect` converts them
     prompt_tokens: np.ndarray
     output_tokens: np.ndarray
     request_id: np.ndarray | None  # None: number the requests 0..n-1 in arrival order
+    rows: Table | None = None  # names each row in messages (whole-file numbering)
+
+
+@dataclass(frozen=True)
+class Schema:
+    """How one format's chunks are checked and how its raw arrival values become seconds."""
+
+    check: Callable[[Table], Parsed]
+    seconds_per_unit: float  # raw arrival unit in seconds (for the early stop on duration_s)
+    to_seconds: Callable[[np.ndarray], np.ndarray]  # all raw arrivals -> seconds
+    time_column: str | None  # named in messages about arrival times
 
 
 def load_trace(path: str | os.PathLike, fmt: str | None = None, time_scale: float = 1.0,
@@ -50,13 +62,116 @@ def load_trace(path: str | os.PathLike, fmt: str | None = None, time_scale: floa
     ``fmt`` is None/"auto" (detect) or one of ``FORMATS``. ``time_scale``
     multiplies inter-arrival times (2.0 halves the rate), ``max_requests`` keeps
     the first N requests and ``duration_s`` keeps arrivals < duration_s (after scaling).
+    Both cuts read the file in order and stop early: rows after the cut are not read,
+    so in a file that is not sorted by arrival they are cut in file order. A shorter
+    file gives fewer requests: see :func:`~traces.model.check_enough`.
     """
     fmt = _check_options(fmt, time_scale, max_requests, duration_s)
     name = _display_name(path)
-    text = _read_text(path, name)
-    fmt = fmt or detect_format(text, name)
-    parsed = _PARSERS[fmt](text, name)
+    opened = open_trace(path, name)
+    tables = None
+    try:
+        fmt, tables = _tables(opened, path, name, fmt, min(CHUNK_ROWS, max_requests or CHUNK_ROWS))
+        parsed = _collect(tables, SCHEMAS[fmt], name, float(time_scale), max_requests, duration_s)
+    finally:
+        if tables is not None:
+            tables.close()  # the reader first, then the file under it
+        opened.close()
     return _finish(parsed, name, float(time_scale), max_requests, duration_s)
+
+
+def _tables(opened: Opened, path: str | os.PathLike, name: str, fmt: str | None,
+            chunk_rows: int) -> tuple[str, Tables]:
+    """The format and the file's chunks of raw cells."""
+    if opened.kind == "parquet":
+        columns = parquet_columns(path, name)
+        fmt = fmt or detect_columns(columns, name, ", ".join(columns))
+        return fmt, parquet_tables(path, name, required_columns(fmt, columns), chunk_rows)
+    text = head_text(opened.head)
+    result = not_a_trace(text, name)
+    if result is not None:
+        raise result
+    if not _first_line(text):
+        raise TraceError(f"{name}: empty file (no header and no rows)")
+    fmt = fmt or detect_format(text, name)
+    assert opened.stream is not None
+    if fmt == "mooncake":
+        return fmt, jsonl_tables(opened.stream, name, MOONCAKE_KEYS, chunk_rows)
+    header = _header(text)
+    required = required_columns(fmt, header)
+    require_columns(name, "header row", header, required)
+    return fmt, csv_tables(opened.stream, name, required, chunk_rows)
+
+
+def _collect(tables: Iterator[Table], schema: Schema, name: str, time_scale: float, max_requests: int | None,
+             duration_s: float | None) -> Parsed:
+    """Check chunk by chunk until the cut; arrivals converted to seconds and range-checked.
+
+    The cut is in file order: the first ``max_requests`` rows, or the rows before the first
+    one that arrives ``duration_s`` (scaled) or more after the earliest arrival before it.
+    """
+    parts: list[Parsed] = []
+    kept, earliest = 0, None
+    for table in tables:
+        if max_requests is not None:
+            table = table.head(max_requests - kept)
+        part = schema.check(table)
+        stop = max_requests is not None and kept + len(part.prompt_tokens) >= max_requests
+        if duration_s is not None:
+            running = np.minimum.accumulate(part.arrival_s)
+            if earliest is not None:
+                running = np.minimum(running, earliest)
+            earliest = running[-1]
+            with np.errstate(over="ignore"):
+                past = (part.arrival_s - running) * schema.seconds_per_unit * time_scale >= duration_s
+            if past.any():
+                part, stop = _head(part, int(np.argmax(past))), True
+        parts.append(part)
+        kept += len(part.prompt_tokens)
+        if stop:
+            break
+    parsed = _concatenate(parts, name)  # never empty: the first row is never past the window
+    arrival = schema.to_seconds(parsed.arrival_s)
+    _check_time_range(parsed, arrival, schema, name, time_scale)
+    return Parsed(arrival, parsed.prompt_tokens, parsed.output_tokens, parsed.request_id, parsed.rows)
+
+
+def _head(part: Parsed, rows: int) -> Parsed:
+    """The first ``rows`` rows of a checked chunk."""
+    ids = None if part.request_id is None else part.request_id[:rows]
+    table = None if part.rows is None else part.rows.head(rows)
+    return Parsed(part.arrival_s[:rows], part.prompt_tokens[:rows], part.output_tokens[:rows], ids, table)
+
+
+def _concatenate(parts: list[Parsed], name: str) -> Parsed:
+    """One Parsed from the chunks; request ids checked for duplicates over all of them."""
+    def joined(field: str) -> np.ndarray:
+        return np.concatenate([getattr(part, field) for part in parts])
+
+    lines = [part.rows.line_numbers for part in parts if part.rows is not None and part.rows.line_numbers is not None]
+    rows = Table(name, pd.DataFrame(), np.concatenate(lines) if lines else None)
+    ids = joined("request_id") if parts[0].request_id is not None else None
+    if ids is not None:
+        check_unique_ids(rows, "request_id", ids)
+    return Parsed(joined("arrival_s"), joined("prompt_tokens"), joined("output_tokens"), ids, rows)
+
+
+def _check_time_range(parsed: Parsed, arrival: np.ndarray, schema: Schema, name: str, time_scale: float) -> None:
+    """Arrivals (after the shift to 0 and ``time_scale``) must stay within MAX_TIME_S."""
+    relative = arrival - arrival.min()
+    assert parsed.rows is not None
+    if relative.max() > MAX_TIME_S:
+        index = int(np.argmax(relative > MAX_TIME_S))
+        raise parsed.rows.cell_error(index, schema.time_column or "?", f"arrival {relative[index]:.4g} s after the "
+                                     f"earliest is beyond {MAX_TIME_S:g} s (float seconds lose microsecond "
+                                     f"resolution)")
+    with np.errstate(over="ignore"):
+        scaled = relative * time_scale
+    if scaled.max() > MAX_TIME_S:
+        index = int(np.argmax(scaled > MAX_TIME_S))
+        raise TraceError(f"{name}: option time_scale={time_scale:g} puts {parsed.rows.row_label(index)} at "
+                         f"{scaled[index]:.4g} s, beyond {MAX_TIME_S:g} s (float seconds lose microsecond "
+                         f"resolution)")
 
 
 def _display_name(path: object) -> str:
@@ -93,22 +208,6 @@ def positive_int(option: str, value: object) -> int:
     return int(value)
 
 
-def _read_text(path: str | os.PathLike, name: str) -> str:
-    """The whole file as text (UTF-8, BOM dropped, bad bytes replaced; .gz accepted)."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise TraceError(f"{name}: cannot read trace file: {exc.strerror or exc}") from None
-    except (TypeError, ValueError) as exc:
-        raise TraceError(f"{name}: cannot read trace file: {exc}") from None
-    if data[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, ValueError) as exc:
-            raise TraceError(f"{name}: cannot decompress gzip trace file: {exc}") from None
-    return data.decode("utf-8-sig", errors="replace")
-
-
 def _first_line(text: str) -> str:
     for line in text.split("\n"):
         if line.strip():
@@ -124,6 +223,12 @@ def _header(text: str) -> list[str]:
         return []
 
 
+_EXPECTED = ("expected normalized (request_id,arrival_time_s,prompt_tokens,output_tokens), Azure "
+             "(TIMESTAMP,ContextTokens,GeneratedTokens), Mooncake JSONL, lengths (prompt_tokens,output_tokens "
+             "or num_prefill_tokens,num_decode_tokens) or Parquet with one of these column sets; "
+             "pass --format to force one")
+
+
 def detect_format(text: str, name: str = "<trace>") -> str:
     """Guess the format from the first non-blank line of ``text``."""
     first = _first_line(text)
@@ -131,140 +236,81 @@ def detect_format(text: str, name: str = "<trace>") -> str:
         raise TraceError(f"{name}: empty file (no header and no rows)")
     if first.startswith("{"):
         return "mooncake"
-    header = set(_header(text))
+    if not first.isprintable() or "\ufffd" in first:
+        raise TraceError(f"{name}: header row: the first line is not text (a binary file?), so the trace "
+                         f"format cannot be detected; {_EXPECTED}")
+    return detect_columns(_header(text), name, first)
+
+
+def detect_columns(columns: list[str], name: str, shown_text: str) -> str:
+    """The format whose required columns are in ``columns``."""
+    header = set(columns)
     if set(AZURE_COLUMNS) <= header:
         return "azure"
+    if set(MOONCAKE_KEYS) <= header:
+        return "mooncake"
+    if set(PAIR_COLUMNS) <= header and "arrival_time_s" not in header:
+        return "lengths"
     if header & set(NORMALIZED_COLUMNS + ["request_id"]):
         return "normalized"
     if set(LENGTHS_COLUMNS) <= header:
         return "lengths"
-    raise TraceError(
-        f"{name}: header row: cannot detect the trace format from columns {shown(first, 80)}; expected "
-        f"normalized (request_id,arrival_time_s,prompt_tokens,output_tokens), Azure "
-        f"(TIMESTAMP,ContextTokens,GeneratedTokens), Mooncake JSONL or lengths "
-        f"(num_prefill_tokens,num_decode_tokens); pass fmt= to force one")
+    raise TraceError(f"{name}: header row: cannot detect the trace format from columns "
+                     f"{shown(shown_text, 80)}; {_EXPECTED}")
 
 
-def _read_csv(text: str, name: str, required: list[str]) -> Table:
-    """All cells as strings; missing columns, malformed CSV and empty files become TraceError."""
-    if not _first_line(text):
-        raise TraceError(f"{name}: empty file (no header and no rows)")
-    require_columns(name, "header row", _header(text), required)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False,
-                                index_col=False)
-    except pd.errors.EmptyDataError:
-        raise TraceError(f"{name}: empty file (no header and no rows)") from None
-    except pd.errors.ParserError as exc:
-        raise TraceError(f"{name}: {_parser_problem(str(exc))}") from None
-    except (ValueError, TypeError, IndexError, OverflowError, MemoryError) as exc:
-        raise TraceError(f"{name}: cannot parse as CSV: {exc}") from None
-    frame.columns = [str(column).strip() for column in frame.columns]
-    require_columns(name, "header row", list(frame.columns), required)  # pandas' view of the header
-    if len(frame) == 0:
-        raise TraceError(f"{name}: empty trace: header but no data rows")
-    return Table(name, frame)
+def required_columns(fmt: str, header: list[str]) -> list[str]:
+    """The columns ``fmt`` reads from a file with ``header``."""
+    if fmt == "lengths":
+        return PAIR_COLUMNS if set(PAIR_COLUMNS) <= set(header) else LENGTHS_COLUMNS
+    optional = ["request_id"] if fmt == "normalized" and "request_id" in header else []
+    return optional + {"normalized": NORMALIZED_COLUMNS, "azure": AZURE_COLUMNS, "mooncake": MOONCAKE_KEYS}[fmt]
 
 
-def _parser_problem(message: str) -> str:
-    """Reword pandas' tokenizer error as 'line N, column M: ...'."""
-    match = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", message)
-    if match:
-        expected, line, saw = (int(g) for g in match.groups())
-        return (f"line {line}, column {expected + 1}: malformed CSV row "
-                f"({saw} fields where the header has {expected})")
-    return f"malformed CSV: {message.strip()}"
-
-
-def _parse_normalized(text: str, name: str) -> Parsed:
-    table = _read_csv(text, name, NORMALIZED_COLUMNS)
-    checks = [numeric(table, "arrival_time_s", Kind.TIME), numeric(table, "prompt_tokens", Kind.TOKENS),
-              numeric(table, "output_tokens", Kind.TOKENS)]
+def _check_normalized(table: Table) -> Parsed:
+    checks = [numeric(table, "arrival_time_s", Kind.TIME, MAX_TIME_S, "s"),
+              numeric(table, "prompt_tokens", Kind.TOKENS), numeric(table, "output_tokens", Kind.TOKENS)]
     if "request_id" in table.frame.columns:
         checks.insert(0, numeric(table, "request_id", Kind.ID))
     raise_first_bad(table, checks)
     values = {check.column: check.values for check in checks}
-    ids = values.get("request_id")
-    if ids is not None:
-        check_unique_ids(table, "request_id", ids)
-    return Parsed(values["arrival_time_s"], values["prompt_tokens"], values["output_tokens"], ids)
+    return Parsed(values["arrival_time_s"], values["prompt_tokens"], values["output_tokens"],
+                  values.get("request_id"), table)
 
 
-def _parse_azure(text: str, name: str) -> Parsed:
-    table = _read_csv(text, name, AZURE_COLUMNS)
+def _check_azure(table: Table) -> Parsed:
     stamps = timestamps_ns(table, "TIMESTAMP")
     prompt = numeric(table, "ContextTokens", Kind.TOKENS)
     output = numeric(table, "GeneratedTokens", Kind.TOKENS)
     raise_first_bad(table, [stamps, prompt, output])
-    arrival = (stamps.values - stamps.values.min()) / 1e9
-    return Parsed(arrival, prompt.values, output.values, None)
+    return Parsed(stamps.values, prompt.values, output.values, None, table)
 
 
-def _parse_lengths(text: str, name: str) -> Parsed:
-    columns = ["prompt_tokens", "output_tokens"]
-    if not set(columns) <= set(_header(text)):
-        columns = LENGTHS_COLUMNS
-    table = _read_csv(text, name, columns)
+def _check_lengths(table: Table) -> Parsed:
+    columns = PAIR_COLUMNS if set(PAIR_COLUMNS) <= set(table.frame.columns) else LENGTHS_COLUMNS
     prompt, output = numeric(table, columns[0], Kind.TOKENS), numeric(table, columns[1], Kind.TOKENS)
     raise_first_bad(table, [prompt, output])
-    return Parsed(np.zeros(len(prompt.values)), prompt.values, output.values, None)
+    return Parsed(np.zeros(len(prompt.values)), prompt.values, output.values, None, table)
 
 
-def _parse_mooncake(text: str, name: str) -> Parsed:
-    table = _read_jsonl(text, name)
-    stamps = numeric(table, "timestamp", Kind.TIME)
+def _check_mooncake(table: Table) -> Parsed:
+    stamps = numeric(table, "timestamp", Kind.TIME, MAX_TIME_S * 1000.0, "ms")
     prompt = numeric(table, "input_length", Kind.TOKENS)
     output = numeric(table, "output_length", Kind.TOKENS)
     raise_first_bad(table, [stamps, prompt, output])
-    return Parsed(stamps.values / 1000.0, prompt.values, output.values, None)
+    return Parsed(stamps.values, prompt.values, output.values, None, table)
 
 
-def _read_jsonl(text: str, name: str) -> Table:
-    """One JSON object per non-blank line; the Mooncake keys as string cells."""
-    records: list[dict] = []
-    line_numbers: list[int] = []
-    for number, line in enumerate(text.split("\n"), start=1):
-        stripped = line.strip()
-        if not stripped:
-            continue
-        records.append(_json_object(stripped, name, number))
-        line_numbers.append(number)
-    if not records:
-        raise TraceError(f"{name}: empty file (no rows)")
-    cells = {key: [_cell(record, key, name, line) for record, line in zip(records, line_numbers)]
-             for key in MOONCAKE_KEYS}
-    return Table(name, pd.DataFrame(cells, dtype=object), np.asarray(line_numbers))
+def _ns_to_seconds(stamps: np.ndarray) -> np.ndarray:
+    return (stamps - stamps.min()) / 1e9
 
 
-def _json_object(line: str, name: str, number: int) -> dict:
-    try:
-        value = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise TraceError(f"{name}: line {number}, column {exc.colno}: not valid JSON ({exc.msg})") from None
-    except (ValueError, RecursionError) as exc:
-        raise TraceError(f"{name}: line {number}, column 1: not valid JSON ({exc})") from None
-    if not isinstance(value, dict):
-        raise TraceError(f"{name}: line {number}, column 1: expected a JSON object, "
-                         f"got {type(value).__name__}")
-    return value
-
-
-def _cell(record: dict, key: str, name: str, line: int) -> str:
-    """A JSON value as cell text: numbers and strings as written, null as empty."""
-    if key not in record:
-        raise TraceError(f"{name}: line {line}, column '{key}': required key is missing")
-    value = record[key]
-    if value is None:
-        return ""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        return json.dumps(value)[:60]
-    return value if isinstance(value, str) else repr(value)
-
-
-_PARSERS = {"normalized": _parse_normalized, "azure": _parse_azure,
-            "mooncake": _parse_mooncake, "lengths": _parse_lengths}
+SCHEMAS = {
+    "normalized": Schema(_check_normalized, 1.0, lambda raw: raw, "arrival_time_s"),
+    "azure": Schema(_check_azure, 1e-9, _ns_to_seconds, "TIMESTAMP"),
+    "mooncake": Schema(_check_mooncake, 1e-3, lambda raw: raw / 1000.0, "timestamp"),
+    "lengths": Schema(_check_lengths, 1.0, lambda raw: raw, None),
+}
 
 
 def _finish(parsed: Parsed, name: str, time_scale: float, max_requests: int | None,

@@ -11,7 +11,7 @@ import numbers
 
 import numpy as np
 
-from specdec_sim.traces.model import Trace, TraceError
+from specdec_sim.traces.model import MAX_TIME_S, Trace, TraceError
 from specdec_sim.traces.readers import positive_int, positive_number
 
 MAX_SYNTHETIC_REQUESTS = 50_000_000  # ~1.6 GB of arrays; beyond this is surely a typo
@@ -36,6 +36,7 @@ def synthetic_trace(rate: float, num_requests: int | None = None, duration_s: fl
         arrival = _arrivals_count(rng, rate, burstiness, int(num_requests))
     else:
         arrival = _arrivals_until(rng, rate, burstiness, float(duration_s))
+    _check_arrivals(arrival, rate, burstiness)
     prompt, output = _lengths(rng, len(arrival), lengths, prompt_tokens, output_tokens)
     return Trace(request_id=np.arange(len(arrival), dtype=np.int64), arrival_s=arrival,
                  prompt_tokens=prompt, output_tokens=output,
@@ -47,11 +48,25 @@ def _check_count_options(rate: float, num_requests: int | None, duration_s: floa
         raise TraceError("synthetic_trace: give exactly one of options num_requests and duration_s")
     if num_requests is not None:
         expected = positive_int("num_requests", num_requests)
+        span = (expected - 1) / rate
     else:
-        expected = rate * positive_number("duration_s", duration_s)
+        span = positive_number("duration_s", duration_s)
+        expected = rate * span
     if expected > MAX_SYNTHETIC_REQUESTS:
         raise TraceError(f"synthetic_trace: options ask for about {expected:.3g} requests, "
                          f"more than the limit of {MAX_SYNTHETIC_REQUESTS}")
+    if span > MAX_TIME_S:
+        given = f"num_requests={num_requests}" if num_requests is not None else f"duration_s={duration_s:g}"
+        raise TraceError(f"synthetic_trace: options rate={rate:g} and {given} span about {span:.3g} s, beyond "
+                         f"{MAX_TIME_S:g} s (float seconds lose microsecond resolution)")
+
+
+def _check_arrivals(arrival: np.ndarray, rate: float, burstiness: float) -> None:
+    """The drawn arrivals must be finite and within MAX_TIME_S (a random tail can pass the expected span)."""
+    if len(arrival) and not (np.isfinite(arrival[-1]) and arrival[-1] <= MAX_TIME_S):
+        raise TraceError(f"synthetic_trace: options rate={rate:g} and burstiness={burstiness:g} give an arrival "
+                         f"at {arrival[-1]:.3g} s, beyond {MAX_TIME_S:g} s (float seconds lose microsecond "
+                         f"resolution)")
 
 
 def _check_lengths(prompt_tokens: int, output_tokens: int, lengths_from: Trace | None) -> Trace | None:
