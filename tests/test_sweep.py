@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from specdec_sim.simulator.sweep.capacity import CapacityTask, capacity_task, capacity_tasks
+from specdec_sim.simulator.sweep.capacity import CapacityTask, ProbeSpec, capacity_task, capacity_tasks
 from specdec_sim.simulator.config import ConfigError
-from specdec_sim.simulator.sweep.plots import plot_sweep, plot_timeline, speedup_table
+from specdec_sim.simulator.sweep.plots import plot_sweep, plot_timeline, speedup_table, summarize
 from specdec_sim.simulator.sweep.runner import (RunSpec, SweepSpec, execute_run, expand_grid, run_sweep, run_tasks,
                              simulate, stable_hash)
 
@@ -41,7 +41,9 @@ def test_grid_is_cartesian_with_stable_ids():
 def test_spec_validation_is_one_line_config_error():
     for bad in (dict(policies=[]), dict(rates=[-1.0]), dict(time_scales=[0.0]),
                 dict(max_requests=0), dict(engine={"no_such_option": 1}), dict(replicas=[0]),
-                dict(traces=["synthetic"])):
+                dict(traces=["synthetic"]), dict(rates=[float("nan")]), dict(rates=[float("inf")]),
+                dict(time_scales=[float("nan")]), dict(time_scales=[float("inf")]),
+                dict(engine_axes={"acceptance": []}), dict(engine_axes={"max_k": [3, -1]})):
         with pytest.raises(ConfigError):
             small_spec(**bad).validate()
 
@@ -111,7 +113,8 @@ def test_dask_local_cluster_sweep(tmp_path):
 
 def test_capacity_on_the_simulator_is_deterministic(tmp_path):
     base = RunSpec("sharegpt", policy="none", max_requests=60)
-    task = CapacityTask(base, (("p99_e2el_ms", 12000.0),), lo=0.5, hi=24.0, tol=1.0)
+    probe = ProbeSpec(requests=60, duration_s=5.0, warmup=0.25)
+    task = CapacityTask(base, (("p99_e2el_ms", 12000.0),), lo=0.5, hi=24.0, tol=1.0, probe=probe)
     row = capacity_task(task)
     assert row["status"] == "ok", row["error"]
     assert row["search_status"] in ("ok", "above-bracket", "below-bracket")
@@ -121,7 +124,7 @@ def test_capacity_on_the_simulator_is_deterministic(tmp_path):
         assert row["at_capacity_p99_e2el_ms"] <= 12000.0
     assert capacity_task(task)["capacity_rps"] == row["capacity_rps"]
     tasks = capacity_tasks(expand_grid(small_spec(policies=["none", "fixed:3"], rates=[1.0, 2.0])),
-                           {"p99_e2el_ms": 12000.0}, 0.5, 24.0, 1.0)
+                           {"p99_e2el_ms": 12000.0}, 0.5, 24.0, 1.0, probe=probe)
     assert len(tasks) == 2
     df = run_tasks(tasks, tmp_path, capacity_task, workers=2, progress=False, name="capacity")
     assert (tmp_path / "capacity.parquet").exists() and set(df["status"]) == {"ok"}
@@ -154,6 +157,45 @@ def test_journal_survives_a_cut_line(tmp_path):
     again: list[dict] = []
     assert len(run_tasks([run, other], tmp_path, workers=0, progress=False, on_row=again.append)) == 2
     assert again == []
+
+
+def test_journal_with_bad_lines_resumes_with_one_warning(tmp_path, capsys):
+    run = RunSpec("sharegpt", policy="none", rate=2.0, max_requests=60)
+    run_tasks([run], tmp_path, workers=0, progress=False)
+    good = (tmp_path / "runs.jsonl").read_text()
+    (tmp_path / "runs.jsonl").write_text("not json at all\n[1, 2]\n{\"no_id\": 1}\n" + good + "\x00\xff{\n")
+    seen: list[dict] = []
+    df = run_tasks([run], tmp_path, workers=0, progress=False, on_row=seen.append)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert seen == [] and len(df) == 1
+    assert len(err) == 1 and "skipped 4 unreadable line(s)" in err[0] and "line 1" in err[0]
+
+
+def test_engine_axis_expands_and_keeps_single_valued_run_ids():
+    single = expand_grid(small_spec(rates=[2.0], engine={"max_k": 5, "acceptance": 0.5}))
+    swept = expand_grid(small_spec(rates=[2.0], engine={"max_k": 5}, engine_axes={"acceptance": [0.5, 0.8]}))
+    assert len(swept) == 2 and {dict(r.engine)["acceptance"] for r in swept} == {0.5, 0.8}
+    assert single[0].run_id in {r.run_id for r in swept}
+    # a run of the committed experiment (experiments/smartspec_sharegpt, first journal line) keeps its id
+    committed = RunSpec(trace="sharegpt", policy="none", rate=1.0, max_requests=1000,
+                        engine=(("acceptance", 0.5), ("max_k", 7)))
+    assert committed.run_id == "49fd819412bc17a3"
+    assert expand_grid(SweepSpec(traces=["sharegpt"], rates=[1.0], max_requests=1000,
+                                 engine={"acceptance": 0.5, "max_k": 7}))[0].run_id == "49fd819412bc17a3"
+
+
+def test_summaries_give_mean_std_and_seed_count(tmp_path):
+    spec = small_spec(policies=["none", "fixed:3"], rates=[2.0, 8.0], seeds=[0, 1, 2])
+    df = run_sweep(spec, tmp_path, workers=0, progress=False)
+    table = summarize(df)
+    assert len(table) == 4 and (table["seeds"] == 3).all()
+    for m in ("mean_e2el_ms", "p99_e2el_ms"):
+        rows = df[(df["policy"] == "fixed:3") & (df["rate"] == 8.0)][m]
+        got = table[(table["policy"] == "fixed:3") & (table["rate"] == 8.0)]
+        assert got[m].iloc[0] == pytest.approx(rows.mean()) and got[f"{m}_std"].iloc[0] == pytest.approx(rows.std())
+    sp = speedup_table(df)
+    assert {"speedup", "speedup_std", "seeds"} <= set(sp.columns) and (sp["speedup_std"] >= 0).all()
+    assert (sp["speedup_std"] > 0).any()  # three different seeds do not give identical ratios
 
 
 def test_time_scale_sweep_plots_against_offered_rate(tmp_path):
@@ -196,3 +238,42 @@ def test_dead_worker_is_recorded_not_fatal(tmp_path):
     runs = expand_grid(small_spec(policies=["none"], rates=[2.0], seeds=[0, 1]))
     df = run_tasks(runs, tmp_path, fn=_die, workers=1, progress=False).set_index("seed")
     assert df.loc[1, "status"] == "error" and "worker failed" in df.loc[1, "error"]
+
+
+def test_axes_cover_the_data_and_titles_carry_units(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from specdec_sim.simulator.sweep import plots
+
+    figures: list = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or path)
+    rows = [{"status": "ok", "trace": "t", "calibration": "c", "replicas": 1, "policy": p, "rate": r, "seed": s,
+             "mean_e2el_ms": (1.0 + r) * 1000 * ((1.3 + 0.1 * s) if p == "none" else 1.0) * (1 + 0.05 * s),
+             "p99_e2el_ms": (2.0 + r * 3) * 1000 * (1 + 0.1 * s)}
+            for p in ("none", "fixed:3") for r in (1.0, 7.0, 63.0) for s in (0, 1)]
+    df = pd.DataFrame(rows)
+    plots.plot_latency_vs_rate(df, tmp_path / "a.png")
+    plots.plot_speedup_vs_rate(df, tmp_path / "b.png")
+    latency, speedup = figures
+    assert "req/s" in latency._suptitle.get_text() and "2 seeds" in latency._suptitle.get_text()
+    assert "req/s" in speedup._suptitle.get_text()
+    for ax, data in ((latency.axes[1], df["p99_e2el_ms"] / 1000), (speedup.axes[0], None)):
+        lo, hi = ax.get_xlim()
+        assert lo <= 1.0 and hi >= 63.0
+        visible = [t for t in ax.get_xticks() if lo - 1e-9 <= t <= hi + 1e-9]
+        assert max(visible) >= 63.0  # a labelled tick at or beyond the largest rate
+        if data is not None:
+            ylo, yhi = ax.get_ylim()
+            yticks = [t for t in ax.get_yticks() if ylo * (1 - 1e-9) <= t <= yhi * (1 + 1e-9)]
+            assert ylo <= data.min() and yhi >= data.max() * 1.1 and max(yticks) >= data.max() * 1.1
+        assert ax.collections  # the ±std bands
+    for fig in figures:
+        plt.close(fig)
+
+
+def test_nice_log_ticks_enclose_the_range():
+    from specdec_sim.simulator.sweep.plots import _nice_log_ticks
+
+    for lo, hi in ((0.3, 47.0), (1.0, 1.0), (0.012, 0.013), (5.0, 5000.0)):
+        ticks = _nice_log_ticks(lo, hi)
+        assert ticks[0] <= lo and ticks[-1] >= hi and ticks == sorted(ticks)

@@ -10,42 +10,43 @@ Policy specs contain commas (`smartspec:k_max=5,interval=10`), so `--policies` s
 with ';' (or repeat `--policy SPEC`), as in `simulate`. Other list options are comma separated.
 Every engine option of `simulate` (`--max-k`, `--acceptance`, `--chunked-prefill`, `--slo`, ...)
 is accepted with the same name and applies to every run; `--set KEY=VALUE` sets any SimConfig
-field by name. `--slo` is the per-request goodput SLO (`ttft:200,tpot:50`, as `simulate`);
+field by name, and repeating it with other values (`--set acceptance=0.5 --set acceptance=0.8`)
+makes that option a sweep axis. `--slo` is the per-request goodput SLO (`ttft:200,tpot:50`, as `simulate`);
 `--capacity-slo` is the latency SLO a capacity search must meet (`p99_ttft:2000,mean_tpot:50`). Options given on
 the command line override the TOML file's; relative paths in the file are relative to it.
-Exit status: 0 all runs ok, 1 some runs failed (recorded in the table), 2 bad options, 130 interrupted.
+Exit status: 0 all runs ok, 1 some runs failed (recorded in the table), 2 bad options, 130 interrupted
+(Ctrl-C), 143 terminated (SIGTERM); finished runs are kept either way and a rerun resumes them.
 
 TOML file: a [sweep] table with traces, policies, rates, time_scales, calibrations, replicas,
 seeds (lists), max_requests, trace_duration_s, out, plot, workers, dask, progress; an [engine] table
-with any SimConfig field (max_k = 5, acceptance = 0.5, slo_ms = {ttft = 200}); and, for a capacity
-search, a [capacity] table with slo, lo, hi, tol, grow. With --dask, every Dask worker must be
-able to import specdec_sim (same environment as this command).
+with any SimConfig field (max_k = 5, acceptance = 0.5, slo_ms = {ttft = 200}; a list, such as
+acceptance = [0.5, 0.8], is a sweep axis); and, for a capacity search, a [capacity] table with slo,
+lo, hi, tol, grow, probe_requests, probe_duration, warmup.
+
+Capacity search: per policy and seed, bisection over Poisson rates in [lo, hi x replicas]; each
+probe offers max(probe_requests, probe_duration x rate) arrivals with (prompt, output) lengths
+resampled from the trace and measures the requests arriving after the warm-up fraction, so the
+answer depends on the trace's length distribution, not its request count. The table gives the
+mean (±std) over seeds; traces under 200 requests warn, under 30 are refused.
+
+With --dask, every Dask worker must be able to import specdec_sim (same environment as this
+command).
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import time
-import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
-from specdec_sim.policies.registry import parse_scalar
+import specdec_sim
 from specdec_sim.simulator.cli import add_policy_options
 from specdec_sim.simulator.config import SimConfig
-from specdec_sim.simulator.options import add_options, option_fields
-from specdec_sim.simulator.sweep.runner import SYNTHETIC, SweepSpec, expand_grid, resolve_trace, run_tasks
-
-SWEEP_AXES = ("calibration", "replicas", "record_steps")  # axes of the grid (or per-run), not engine flags
-SWEEP_KEYS = {"traces", "policies", "rates", "time_scales", "calibrations", "replicas", "seeds",
-              "max_requests", "trace_duration_s", "out", "workers", "dask", "plot", "progress"}
-CAPACITY_KEYS = {"slo", "lo", "hi", "tol", "grow"}
-
-
-class UsageError(Exception):
-    """A bad option or config value: printed as one line, exit status 2."""
-
+from specdec_sim.simulator.options import add_options
+from specdec_sim.simulator.sweep.plan import SWEEP_AXES, Plan, UsageError, make_plan
+from specdec_sim.simulator.sweep.runner import expand_grid, preflight_traces, run_tasks
+from specdec_sim.simulator.sweep.tables import print_capacity, print_table
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line instead of usage + message
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="sweep", description=__doc__.split("\n\n")[0],
                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     add = p.add_argument
+    add("--version", action="version", version=f"%(prog)s {specdec_sim.__version__}")
     add("--config", type=Path, help="TOML file with [sweep], [engine] and [capacity] tables")
     add("--trace", action="append", dest="trace_list", metavar="T",
         help="trace file, bundled name (sharegpt, azure-conv, ...) or 'synthetic'; repeatable")
@@ -69,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-requests", type=int, help="first N requests of each trace")
     add("--duration", type=float, dest="trace_duration_s",
         help="first S seconds of each trace (with --rates and no --max-requests: arrivals for S seconds)")
-    add("--set", action="append", default=[], metavar="KEY=VALUE", help="any SimConfig field; repeatable")
+    add("--set", action="append", default=[], metavar="KEY=VALUE",
+        help="any SimConfig field; repeat a KEY with different values to sweep it (an axis)")
     add("--out", type=Path, help="result directory (results.parquet/.csv, resumable)")
     add("--workers", type=int, help="local worker processes (default 2; 0 = in this process)")
     add("--dask", metavar="ADDRESS", help="run on an existing Dask cluster, e.g. tcp://host:8786")
@@ -83,145 +86,17 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("--capacity-slo", metavar="STAT_METRIC:MS,...",
                      help="latency SLO of the capacity search, e.g. p99_ttft:2000,mean_tpot:50")
     cap.add_argument("--rate-lo", type=float, help="bracket low end, req/s (default 0.5)")
-    cap.add_argument("--rate-hi", type=float, help="bracket high end, req/s (default 32)")
+    cap.add_argument("--rate-hi", type=float, help="bracket high end per replica, req/s (default 32; "
+                                                    "x replicas)")
     cap.add_argument("--tol", type=float, help="stop when the bracket is narrower (default 0.25 req/s)")
     cap.add_argument("--grow", type=int, help="double the high end up to N times if it meets the SLO")
+    cap.add_argument("--probe-requests", type=int,
+                     help="each probe offers at least N Poisson arrivals (default 2000)")
+    cap.add_argument("--probe-duration", type=float,
+                     help="and at least S seconds of arrivals (default 120)")
+    cap.add_argument("--warmup", type=float,
+                     help="fraction of each probe's arrival window not measured (default 0.25)")
     return p
-
-
-@dataclass
-class Plan:
-    """Everything the command will do, after merging the TOML file and the options."""
-
-    spec: SweepSpec
-    out: Path
-    workers: int = 2
-    dask: str | None = None
-    plot: Path | None = None
-    progress: bool = True
-    capacity: dict[str, Any] | None = None  # slo, lo, hi, tol, grow
-    extras: dict[str, Any] = field(default_factory=dict)
-
-
-def _split(text: str, sep: str = ",") -> list[str]:
-    return [p.strip() for p in text.split(sep) if p.strip()]
-
-
-def _numbers(text: str | Sequence, kind: type, option: str) -> list:
-    items = _split(text) if isinstance(text, str) else list(text)
-    out: list = []
-    try:
-        for item in items:
-            if kind is int and isinstance(item, str) and "-" in item.lstrip("-")[1:] and item.count("-") == 1:
-                a, b = (int(x) for x in item.split("-"))
-                out.extend(range(a, b + 1))
-            else:
-                out.append(kind(item))
-    except (TypeError, ValueError):
-        raise UsageError(f"--{option}: {text!r} is not a list of {kind.__name__}s") from None
-    return out
-
-
-def _scalar(value: Any, kind: type, option: str) -> Any:
-    """None, or `value` as `kind` (a TOML string where a number belongs is a usage error)."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
-        raise UsageError(f"--{option}: {value!r} is not {'an integer' if kind is int else 'a number'}")
-    return kind(value)
-
-
-def load_toml(path: Path) -> dict[str, Any]:
-    try:
-        data = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise UsageError(f"--config {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"--config {path}: {exc}") from None
-    unknown = set(data) - {"sweep", "engine", "capacity"}
-    if unknown:
-        raise UsageError(f"--config {path}: unknown table(s) {', '.join(sorted(unknown))}")
-    for table, keys in (("sweep", SWEEP_KEYS), ("capacity", CAPACITY_KEYS)):
-        bad = set(data.get(table, {})) - keys
-        if bad:
-            raise UsageError(f"--config {path}: unknown key(s) in [{table}]: {', '.join(sorted(bad))}")
-    base = path.parent
-    sweep = data.setdefault("sweep", {})
-    for key in ("out", "plot"):
-        if key in sweep:
-            sweep[key] = str(base / sweep[key])
-    sweep["traces"] = [str(base / t) if (base / t).is_file() else t for t in sweep.get("traces", [])]
-    return data
-
-
-def make_plan(args: argparse.Namespace) -> Plan:
-    data = load_toml(args.config) if args.config else {}
-    sw, engine, cap = data.get("sweep", {}), dict(data.get("engine", {})), data.get("capacity")
-
-    def pick(opt: Any, key: str, kind: type | None = None, default: Any = None) -> Any:
-        if opt is not None:
-            return _numbers(opt, kind, key.replace("_", "-")) if kind else opt
-        if key in sw:
-            value = sw[key]
-            return _numbers(value if isinstance(value, list) else [value], kind, key) if kind else value
-        return default
-
-    traces = (args.trace_list or []) + (_split(args.traces) if args.traces else [])
-    policies = (args.policy_list or []) + (_split(args.policies, ";") if args.policies else [])
-    for f in option_fields(SimConfig):  # engine options given by flag, typed by the field's parser
-        if f.name in vars(args) and f.name not in SWEEP_AXES:
-            value = getattr(args, f.name)
-            engine[f.name] = parse_scalar(value) if isinstance(value, str) else value
-    for item in args.set:
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise UsageError(f"--set: {item!r} is not KEY=VALUE")
-        engine[key.strip().replace("-", "_")] = parse_scalar(value.strip())
-    spec = SweepSpec(
-        traces=traces or list(sw.get("traces", [])) or ["sharegpt"],
-        policies=policies or list(sw.get("policies", [])) or ["none"],
-        rates=pick(args.rates, "rates", float, [None]),
-        time_scales=pick(args.time_scales, "time_scales", float, [1.0]),
-        calibrations=_split(args.calibrations) if args.calibrations else list(
-            sw.get("calibrations", ["llama3-8b-eagle-h100"])),
-        replicas=pick(args.replicas, "replicas", int, [1]),
-        seeds=pick(args.seeds, "seeds", int, [0]),
-        max_requests=_scalar(pick(args.max_requests, "max_requests"), int, "max-requests"),
-        trace_duration_s=_scalar(pick(args.trace_duration_s, "trace_duration_s"), float, "duration"),
-        engine=engine)
-    capacity = None
-    if args.capacity or cap is not None:
-        if any("_" in key for key in engine.get("slo_ms", {})):
-            raise UsageError("--slo is the per-request goodput SLO (ttft:200,tpot:50); the capacity search's "
-                             "latency SLO is --capacity-slo STAT_METRIC:MS")
-        capacity = _capacity_options(args, cap or {})
-    out = args.out or (Path(sw["out"]) if "out" in sw else None)
-    if out is None:
-        raise UsageError("--out: a result directory is required")
-    plot = args.plot or (Path(sw["plot"]) if "plot" in sw else None)
-    workers = _scalar(pick(args.workers, "workers", default=2), int, "workers")
-    if workers < 0:
-        raise UsageError("--workers: must be >= 0")
-    return Plan(spec, out, workers, pick(args.dask, "dask"), plot,
-                not args.no_progress and sw.get("progress", True), capacity)
-
-
-def _capacity_options(args: argparse.Namespace, cap: dict[str, Any]) -> dict[str, Any]:
-    from specdec_sim.simulator.sweep.capacity import parse_capacity_slo
-
-    slo_text = args.capacity_slo or cap.get("slo")
-    if not slo_text:
-        raise UsageError("--capacity: needs --capacity-slo STAT_METRIC:MS[,...], e.g. p99_ttft:2000")
-    opts = {"slo": parse_capacity_slo(slo_text),
-            "lo": args.rate_lo if args.rate_lo is not None else float(cap.get("lo", 0.5)),
-            "hi": args.rate_hi if args.rate_hi is not None else float(cap.get("hi", 32.0)),
-            "tol": args.tol if args.tol is not None else float(cap.get("tol", 0.25)),
-            "grow": args.grow if args.grow is not None else int(cap.get("grow", 0))}
-    if not 0 < opts["lo"] < opts["hi"]:
-        raise UsageError("--rate-lo/--rate-hi: need 0 < lo < hi")
-    if opts["tol"] <= 0:
-        raise UsageError("--tol: must be > 0")
-    return opts
 
 
 def check_plan(plan: Plan) -> None:
@@ -233,32 +108,54 @@ def check_plan(plan: Plan) -> None:
     plan.spec.validate()
     for policy in plan.spec.policies:
         make_policy(policy)
-    for trace in plan.spec.traces:
-        if trace != SYNTHETIC:
-            resolve_trace(trace)
+    preflight_traces(plan.spec)
     for calibration in plan.spec.calibrations:
         load_calibration(calibration)
-    resolve_mean_alpha(plan.spec.engine.get("acceptance", "mt-bench"))
+    for engine in plan.spec.engine_grid():
+        resolve_mean_alpha(engine.get("acceptance", "mt-bench"))
+    if plan.capacity:
+        c = plan.capacity
+        c["probe"].check_budget(c["hi"] * max(plan.spec.replicas) * 2 ** c["grow"])
+
+
+def _announce(out: Path):
+    """The first line a sweep prints: how many runs were already finished in `out`."""
+    def announce(resumed: int, total: int) -> None:
+        if resumed and resumed == total:
+            print(f"sweep: resumed {resumed} of {total} runs from {out}: all finished, nothing to run "
+                  "(use another --out to run again)", flush=True)
+        elif resumed:
+            print(f"sweep: resumed {resumed} of {total} runs from {out}; running {total - resumed}", flush=True)
+        else:
+            print(f"sweep: running {total} run{'' if total == 1 else 's'} into {out}", flush=True)
+
+    return announce
 
 
 def execute(plan: Plan) -> int:
     runs = expand_grid(plan.spec)
     dask = plan.dask
     started = time.perf_counter()
+    announce = _announce(plan.out)
     if plan.capacity:
         from specdec_sim.simulator.sweep.capacity import capacity_task, capacity_tasks
 
         c = plan.capacity
-        tasks = capacity_tasks(runs, c["slo"], c["lo"], c["hi"], c["tol"], c["grow"])
-        df = run_tasks(tasks, plan.out, capacity_task, plan.workers, dask, plan.progress, name="capacity")
-        table, shown = plan.out / "capacity.parquet", ["policy", "capacity_rps", "search_status", "evaluations"]
+        tasks = capacity_tasks(runs, c["slo"], c["lo"], c["hi"], c["tol"], c["grow"], c["probe"])
+        df = run_tasks(tasks, plan.out, capacity_task, plan.workers, dask, plan.progress, name="capacity",
+                       announce=announce)
+        table = plan.out / "capacity.parquet"
     else:
-        df = run_tasks(runs, plan.out, workers=plan.workers, dask=dask, progress=plan.progress)
-        table, shown = plan.out / "results.parquet", []
+        df = run_tasks(runs, plan.out, workers=plan.workers, dask=dask, progress=plan.progress,
+                       announce=announce)
+        table = plan.out / "results.parquet"
     wall = time.perf_counter() - started
     failed = int((df["status"] != "ok").sum()) if len(df) else 0
     print(f"sweep: {len(df)} rows ({failed} failed) in {wall:.1f} s -> {table} (+ .csv)")
-    _print_table(df, shown)
+    if plan.capacity:
+        print_capacity(df)
+    else:
+        print_table(df)
     if failed:
         errors = df.loc[df["status"] != "ok", "error"].value_counts()
         for message, count in errors.head(3).items():
@@ -266,30 +163,6 @@ def execute(plan: Plan) -> int:
     if plan.plot and len(df):
         _plots(df, plan)
     return 1 if failed else 0
-
-
-def _print_table(df, shown: list[str]) -> None:
-    """Per-configuration means over seeds, showing only the config columns that vary."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from specdec_sim.simulator.sweep.plots import summarize
-
-    ok = df[df["status"] == "ok"] if len(df) else df
-    if ok.empty:
-        return
-    view = ok[[c for c in ["trace", "calibration", "replicas"] + shown if c in ok]] if shown else summarize(ok)
-    keep = [c for c in view.columns if c in shown or c == "policy" or c not in _CONFIG_COLUMNS
-            or view[c].nunique(dropna=False) > 1]
-    table = Table(show_lines=False)
-    for col in keep:
-        table.add_column(str(col), justify="right")
-    for row in view[keep].itertuples(index=False):
-        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else Path(str(v)).name for v in row))
-    Console().print(table)
-
-
-_CONFIG_COLUMNS = {"trace", "rate", "time_scale", "calibration", "replicas", "policy"}
 
 
 def _plots(df, plan: Plan) -> None:
@@ -304,7 +177,8 @@ def _plots(df, plan: Plan) -> None:
     if run is not None:
         try:
             steps = simulate(run, record_steps=True).steps
-            title = f"{run.policy} on {Path(run.trace).name} at {run.rate or run.time_scale}"
+            load = f"{run.rate:g} req/s (Poisson)" if run.rate else f"time scale x{run.time_scale:g}"
+            title = f"{run.policy} on {Path(run.trace).name} at {load}, seed {run.seed}"
             paths.append(plot_timeline(steps, plan.plot / "timeline_k_alpha.png", title=title))
         except Exception as exc:  # noqa: BLE001 - the table is already written
             print(f"sweep: warning: timeline plot skipped: {type(exc).__name__}: {exc}", file=sys.stderr)
@@ -328,19 +202,43 @@ def _timeline_run(plan: Plan):
     return replace(pick, seed=plan.spec.seeds[0])
 
 
+def _preload() -> None:
+    """Import what the end of a sweep needs (rich, matplotlib) now, with SIGINT/SIGTERM held back, so
+    a signal never lands inside a C extension's import (which turns it into an ImportError)."""
+    from specdec_sim.simulator.sweep.lifecycle import signals_blocked
+
+    with signals_blocked():
+        import rich.table  # noqa: F401
+
+        from specdec_sim.simulator.sweep import plots, tables  # noqa: F401
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    try:  # every validation error (ConfigError, PolicySpecError, TraceError, ...) is a ValueError
-        plan = make_plan(build_parser().parse_args(argv))
-        check_plan(plan)
-    except (UsageError, ValueError, TypeError, OSError) as exc:
-        print(f"sweep: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+    from specdec_sim.simulator.sweep.lifecycle import sigterm_as_interrupt
+
+    with sigterm_as_interrupt():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    from specdec_sim.simulator.sweep.lifecycle import Terminated
+
+    plan: Plan | None = None
     try:
+        try:  # every validation error (ConfigError, PolicySpecError, TraceError, ...) is a ValueError
+            plan = make_plan(build_parser().parse_args(argv))
+            check_plan(plan)
+        except (UsageError, ValueError, TypeError, OSError) as exc:
+            print(f"sweep: error: {' '.join(str(exc).split())}", file=sys.stderr)
+            return 2
+        _preload()
         return execute(plan)
-    except KeyboardInterrupt:
-        print(f"sweep: interrupted; finished runs are in {plan.out}, rerun the same command to resume",
-              file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        where = (f"; finished runs are in {plan.out}, rerun the same command to resume" if plan is not None
+                 else " before any run started")
+        print(f"sweep: {what}{where}", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
     except (OSError, TimeoutError) as exc:
         print(f"sweep: error: {type(exc).__name__}: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2

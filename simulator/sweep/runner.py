@@ -22,12 +22,12 @@ import functools
 import hashlib
 import itertools
 import json
+import math
 import os
-import signal
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence
@@ -35,8 +35,11 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 import pandas as pd
 
 from specdec_sim.simulator.config import ConfigError, SimConfig
+from specdec_sim.simulator.sweep.lifecycle import terminate_workers, worker_init
 from specdec_sim.simulator.sweep.store import STATUS_ERROR, STATUS_OK, ResultStore
 
+MAX_REQUESTS = 50_000_000  # requests of one run (the synthetic-trace limit)
+MAX_DURATION_S = 1e9  # float seconds keep microsecond resolution up to here
 SYNTHETIC = "synthetic"  # trace name: synthetic lengths (no trace file) at the given Poisson rate
 
 
@@ -91,22 +94,43 @@ class SweepSpec:
     max_requests: int | None = None
     trace_duration_s: float | None = None  # keep arrivals before this time (s)
     engine: dict[str, Any] = field(default_factory=dict)  # SimConfig overrides shared by all runs
+    engine_axes: dict[str, list[Any]] = field(default_factory=dict)  # SimConfig options swept over values
+
+    def engine_grid(self) -> list[dict[str, Any]]:
+        """Every combination of the engine axes merged over the shared `engine` options."""
+        names = sorted(self.engine_axes)
+        return [{**self.engine, **dict(zip(names, combo))}
+                for combo in itertools.product(*(self.engine_axes[n] for n in names))]
 
     def validate(self) -> "SweepSpec":
         axes = ("traces", "policies", "rates", "time_scales", "calibrations", "replicas", "seeds")
         for axis in axes:
             if not getattr(self, axis):
                 raise ConfigError(f"--{axis.replace('_', '-')}: needs at least one value")
-        if any(r is not None and r <= 0 for r in self.rates):
-            raise ConfigError("--rates: rates must be > 0")
-        if any(s <= 0 for s in self.time_scales):
-            raise ConfigError("--time-scales: scales must be > 0")
-        if self.max_requests is not None and self.max_requests < 1:
-            raise ConfigError("--max-requests: must be >= 1")
+        if any(r is not None and not (math.isfinite(r) and r > 0) for r in self.rates):
+            raise ConfigError("--rates: rates must be finite numbers > 0 (req/s)")
+        if any(not (math.isfinite(s) and s > 0) for s in self.time_scales):
+            raise ConfigError("--time-scales: scales must be finite numbers > 0")
+        for name, values in self.engine_axes.items():
+            if not values:
+                raise ConfigError(f"[engine] {name}: a sweep axis needs at least one value")
+        if self.max_requests is not None and not 1 <= self.max_requests <= MAX_REQUESTS:
+            raise ConfigError(f"--max-requests: must be in 1..{MAX_REQUESTS}")
+        duration = self.trace_duration_s
+        if duration is not None and not (math.isfinite(duration) and 0 < duration <= MAX_DURATION_S):
+            raise ConfigError(f"--duration: must be a finite number of seconds in (0, {MAX_DURATION_S:g}]")
+        if any(not 0 <= s < 2 ** 63 for s in self.seeds):
+            raise ConfigError("--seeds: seeds must be integers in 0..2**63-1")
+        if duration is not None and self.max_requests is None:
+            top = max((r for r in self.rates if r is not None), default=0.0)
+            if top * duration > MAX_REQUESTS:
+                raise ConfigError(f"--rates/--duration: {top:g} req/s for {duration:g} s is about "
+                                  f"{top * duration:.3g} requests, more than {MAX_REQUESTS}")
         if SYNTHETIC in self.traces and None in self.rates:
             raise ConfigError("--trace synthetic needs --rates")
-        for calibration, replicas in itertools.product(self.calibrations, self.replicas):
-            make_sim_config(calibration, replicas, self.engine)
+        for calibration, replicas, engine in itertools.product(self.calibrations, self.replicas,
+                                                               self.engine_grid()):
+            make_sim_config(calibration, replicas, engine)
         return self
 
 
@@ -138,12 +162,14 @@ def make_sim_config(calibration: str, replicas: int, engine: dict[str, Any],
 
 def expand_grid(spec: SweepSpec) -> list[RunSpec]:
     """The cartesian product of the spec's axes; a rate replaces the trace's timing, so with a
-    rate the time scale is irrelevant and only 1.0 is kept (duplicates are dropped)."""
-    engine = tuple(sorted(spec.engine.items()))
+    rate the time scale is irrelevant and only 1.0 is kept (duplicates are dropped). An engine axis
+    gives each run its own value in `RunSpec.engine`, so a run's id is the same whether its value
+    came from an axis or from a single-valued option."""
     runs: dict[str, RunSpec] = {}
-    for trace, rate, scale, policy, calib, reps, seed in itertools.product(
+    for trace, rate, scale, policy, calib, reps, options, seed in itertools.product(
             spec.traces, spec.rates, spec.time_scales, spec.policies, spec.calibrations,
-            spec.replicas, spec.seeds):
+            spec.replicas, spec.engine_grid(), spec.seeds):
+        engine = tuple(sorted(options.items()))
         run = RunSpec(trace=trace, policy=policy, rate=rate, time_scale=1.0 if rate else scale,
                       calibration=calib, replicas=reps, seed=seed, max_requests=spec.max_requests,
                       trace_duration_s=spec.trace_duration_s, engine=engine)
@@ -164,6 +190,23 @@ def resolve_trace(name: str) -> Path:
         raise traces.TraceError(f"--trace {name!r}: not a file and not a bundled trace ({exc})") from None
 
 
+def preflight_traces(spec: SweepSpec) -> None:
+    """Load every trace as its runs will (each time scale; lengths for rates) in this process, so a bad
+    file or a time scale beyond float resolution is one error before anything runs."""
+    rates = [r for r in spec.rates if r is not None]
+    for trace in spec.traces:
+        if trace == SYNTHETIC:
+            continue
+        base = RunSpec(trace, max_requests=spec.max_requests, trace_duration_s=spec.trace_duration_s)
+        if None in spec.rates:
+            for scale in spec.time_scales:
+                build_trace(replace(base, time_scale=scale))
+        if rates:
+            load_lengths(base)
+            build_trace(replace(base, rate=max(rates), trace_duration_s=None,
+                                max_requests=1))
+
+
 def build_trace(run: RunSpec):
     """Load (or synthesize) the run's trace: Poisson arrivals at `rate` on the trace's lengths."""
     from specdec_sim import traces
@@ -182,6 +225,13 @@ def build_trace(run: RunSpec):
                                       seed=run.seed)
     return traces.synthetic_trace(run.rate, num_requests=run.max_requests or len(lengths),
                                   lengths_from=lengths, seed=run.seed)
+
+
+def load_lengths(run: RunSpec):
+    """The run's trace as given (first `max_requests`, arrivals before `trace_duration_s`): the
+    (prompt, output) pairs a capacity probe resamples from."""
+    path = str(resolve_trace(run.trace))
+    return _load_trace(path, os.path.getmtime(path), 1.0, run.max_requests, run.trace_duration_s)
 
 
 @functools.lru_cache(maxsize=16)
@@ -254,17 +304,12 @@ def crash_row(task: Task, exc: BaseException) -> dict[str, Any]:
             "error": f"worker failed: {one_line(exc)}", "wall_s": float("nan")}
 
 
-def _ignore_sigint() -> None:
-    """Workers leave Ctrl-C to the parent, which cancels pending runs and writes the table."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 def _iter_local(fn: Callable, tasks: Sequence[Task], workers: int) -> Iterator[dict[str, Any]]:
     if workers == 0:
         yield from (fn(t) for t in tasks)
         return
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                               initializer=_ignore_sigint)
+                               initializer=worker_init, initargs=(os.getpid(),))
     try:
         owner: dict[Future, Task] = {pool.submit(fn, t): t for t in tasks}
         pending = set(owner)
@@ -273,7 +318,8 @@ def _iter_local(fn: Callable, tasks: Sequence[Task], workers: int) -> Iterator[d
             for fut in done:
                 exc = fut.exception()
                 yield crash_row(owner[fut], exc) if exc else fut.result()
-    except BaseException:  # interrupted (Ctrl-C, generator closed): do not wait for running tasks
+    except BaseException:  # interrupted (Ctrl-C, SIGTERM, generator closed): do not wait for running tasks
+        terminate_workers(pool)  # first: shutdown() forgets the processes
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
@@ -304,25 +350,35 @@ def iter_results(fn: Callable[[Any], dict[str, Any]], tasks: Sequence[Task], wor
 
 def run_tasks(tasks: Sequence[Task], out_dir: str | os.PathLike, fn: Callable = execute_run,
               workers: int = 2, dask: Any = None, progress: bool = True, name: str = "results",
-              on_row: Callable[[dict[str, Any]], None] | None = None) -> pd.DataFrame:
+              on_row: Callable[[dict[str, Any]], None] | None = None,
+              announce: Callable[[int, int], None] | None = None) -> pd.DataFrame:
     """Execute the tasks not yet finished in `out_dir`, recording each as it completes.
 
     Returns the full table (earlier runs included). Tasks are run by `fn`, a picklable
-    top-level function returning a row dict with `run_id` and `status`.
+    top-level function returning a row dict with `run_id` and `status`. `announce(resumed, total)`
+    is called once before anything runs.
     """
     store = ResultStore.open(out_dir, name)
     done = store.finished()
     todo = [t for t in tasks if t.run_id not in done]
     skipped, failed = len(tasks) - len(todo), 0
+    if announce:
+        announce(skipped, len(tasks))
     try:
         with _progress_bar(progress) as bar:
             bar_task = bar.add_task(f"({skipped} resumed)", total=len(tasks), completed=skipped)
-            for row in iter_results(fn, todo, workers, dask) if todo else ():
-                store.add(row)
-                failed += row.get("status") != STATUS_OK
-                bar.update(bar_task, advance=1, description=f"({skipped} resumed, {failed} failed)")
-                if on_row:
-                    on_row(row)
+            rows = iter_results(fn, todo, workers, dask) if todo else iter(())
+            try:
+                for row in rows:
+                    store.add(row)
+                    failed += row.get("status") != STATUS_OK
+                    bar.update(bar_task, advance=1, description=f"({skipped} resumed, {failed} failed)")
+                    if on_row:
+                        on_row(row)
+            finally:  # an interrupt outside the generator still stops the workers now
+                close = getattr(rows, "close", None)
+                if close:
+                    close()
     finally:
         store.write_table()
     return store.frame()

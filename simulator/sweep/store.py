@@ -1,12 +1,14 @@
 """A sweep's result table: an append-only JSON-lines journal (the resume source) plus Parquet/CSV.
 
-Rows are keyed by `run_id`; `ResultStore.add` appends to the journal with fsync and rewrites the
+Rows are keyed by `run_id`; a journal line that is torn or not a row is skipped with one warning
+line on stderr (its run is run again); `ResultStore.add` appends to the journal with fsync and rewrites the
 table atomically at most once per `TABLE_REWRITE_INTERVAL_S`, and `write_table` at the end.
 """
 from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,16 +45,20 @@ class ResultStore:
     def _load(self) -> dict[str, dict[str, Any]]:
         rows: dict[str, dict[str, Any]] = {}
         if self.journal.exists():
-            text = self.journal.read_text()
+            text = self.journal.read_text(errors="replace")
             if text and not text.endswith("\n"):  # a line cut by an interrupt: end it
                 with self.journal.open("a") as fh:
                     fh.write("\n")
-            for line in text.splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut by an interrupt
-                rows[row["run_id"]] = row
+            bad: list[int] = []
+            for number, line in enumerate(text.splitlines(), 1):
+                row = _parse_row(line)
+                if row is not None:
+                    rows[row["run_id"]] = row
+                elif line.strip():
+                    bad.append(number)
+            if bad:
+                print(f"sweep: warning: {self.journal}: skipped {len(bad)} unreadable line(s) (first: line "
+                      f"{bad[0]}); those runs are run again", file=sys.stderr)
             return rows
         parquet = self.out_dir / f"{self.name}.parquet"
         if parquet.exists():
@@ -88,6 +94,15 @@ class ResultStore:
         _atomic(self.out_dir / f"{self.name}.parquet", lambda p: df.to_parquet(p, index=False))
         _atomic(self.out_dir / f"{self.name}.csv", lambda p: df.to_csv(p, index=False))
         return df
+
+
+def _parse_row(line: str) -> dict[str, Any] | None:
+    """A journal line as a row, or None when it is torn, not JSON, or not a row with a run_id."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    return row if isinstance(row, dict) and isinstance(row.get("run_id"), str) else None
 
 
 def _json_default(value: Any) -> Any:

@@ -1,0 +1,99 @@
+"""Sweep worker lifecycle: workers die with their parent, and SIGTERM is handled like Ctrl-C.
+
+* `worker_init(parent_pid)` runs first in every local worker process. Workers ignore SIGINT (the
+  parent handles Ctrl-C), ask Linux to SIGKILL them when the parent dies (`prctl(PR_SET_PDEATHSIG)`
+  through ctypes), and on every platform start a daemon thread that exits the worker as soon as its
+  parent pid changes (the parent died and the worker was re-parented). So neither SIGTERM nor
+  SIGKILL of `sweep` leaves workers running, holding its output pipe.
+* `terminate_workers(pool)` kills a process pool's workers now (an interrupted sweep does not wait
+  for the runs in flight; they are rerun on resume).
+* `signals_blocked()` holds SIGINT/SIGTERM back around imports of C extensions (a signal inside
+  one surfaces as an ImportError, not a KeyboardInterrupt).
+* `Terminated` is raised by the handler `sigterm_as_interrupt` installs, so code that cleans up after
+  Ctrl-C (`except KeyboardInterrupt`) cleans up after SIGTERM too.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any, Iterator
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+WATCHDOG_INTERVAL_S = 0.5
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Inside, SIGTERM raises `Terminated` in the main thread; the previous handler is restored after.
+    Outside the main thread (where handlers cannot be set) it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def signals_blocked(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
+    """Hold back `signals` in this thread (POSIX); a signal that came meanwhile is delivered on exit."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _set_pdeathsig() -> None:
+    """Linux: the kernel sends SIGKILL to this process when its parent (thread) exits."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # no libc prctl: the watchdog thread still covers it
+        pass
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while True:
+        if os.getppid() != parent_pid:
+            os._exit(1)
+        time.sleep(WATCHDOG_INTERVAL_S)
+
+
+def worker_init(parent_pid: int) -> None:
+    """Initializer of every local sweep worker (see the module docstring)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _set_pdeathsig()
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), name="sweep-parent-watchdog",
+                     daemon=True).start()
+
+
+def terminate_workers(pool: Any) -> None:
+    """Kill the worker processes of a ProcessPoolExecutor (its private `_processes` map)."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        try:
+            process.kill()
+        except (OSError, ValueError, AttributeError):
+            pass
