@@ -1,11 +1,16 @@
 """Outcomes of a finished simulation: the per-request table and the summary under vLLM's key names.
 
-TTFT, TPOT, ITL and E2EL follow `vllm bench serve` (see metrics.py); counters follow vLLM V1's
-spec-decode metrics (num_drafts, draft and accepted tokens).
+TTFT, TPOT, ITL and E2EL follow `vllm bench serve` (see metrics.py) and count only requests that
+finished; with none finished they are NaN (null in summary.json). `duration` is vLLM's benchmark
+duration (first arrival to last finish, s); `duration_s` is the same number under its older name.
+`request_goodput` is present always, null without --slo (as vLLM writes it without --goodput).
+Counters follow vLLM V1's spec-decode metrics (num_drafts, draft and accepted tokens).
 """
 from __future__ import annotations
 
 from typing import Iterable
+
+import math
 
 import numpy as np
 import pandas as pd
@@ -62,7 +67,8 @@ def summarize(trace, rec: Recorder, config: SimConfig, policy_name: str, cal: Ca
     total_out = int(out.sum())
     total_in = int(trace.prompt_tokens[done].sum())
     summary: dict = {"policy": policy_name, "calibration": cal.name, "replicas": config.replicas,
-                     "completed": int(done.sum()), "failed": int((~done).sum()), "duration_s": duration,
+                     "completed": int(done.sum()), "failed": int((~done).sum()), "duration": duration,
+                     "duration_s": duration,
                      "total_input_tokens": total_in, "total_output_tokens": total_out,
                      "request_throughput": per_s(float(done.sum())), "output_throughput": per_s(total_out),
                      "total_token_throughput": per_s(total_in + total_out)}
@@ -70,12 +76,13 @@ def summarize(trace, rec: Recorder, config: SimConfig, policy_name: str, cal: Ca
     summary.update(describe_ms("tpot", tpot))
     summary.update(describe_histogram_ms("itl", rec.itl_hist))
     summary.update(describe_ms("e2el", e2el))
+    summary["request_goodput"] = None
     if config.slo_ms:
         full_tpot = np.zeros(out.shape)
         full_tpot[multi] = tpot
         good = slo_good_mask(ttft, full_tpot, e2el, config.slo_ms)
         summary["request_goodput"] = per_s(float(good.sum()))
-        summary["slo_attainment"] = float(good.mean()) if good.size else 0.0
+        summary["slo_attainment"] = float(good.mean()) if good.size else math.nan
     summary.update({
         "num_drafts": rec.draft_steps, "num_draft_tokens": rec.draft_tokens, "num_accepted_tokens": rec.accepted_tokens,
         "mean_acceptance_length": 1.0 + rec.accepted_tokens / rec.draft_steps if rec.draft_steps else 1.0,
@@ -85,3 +92,81 @@ def summarize(trace, rec: Recorder, config: SimConfig, policy_name: str, cal: Ca
         "num_steps": rec.num_steps_total, "preemptions": rec.total_preemptions,
         "kv_blocks_per_replica": num_blocks, "peak_kv_utilization": peak_kv_fraction})
     return summary
+
+
+VLLM_DATE_FORMAT = "%Y%m%d-%H%M%S"  # what `vllm bench serve` writes as "date"
+TRAFFIC_KEYS = ("trace", "trace_path", "trace_sha256", "rate", "burstiness", "num_requests", "time_scale",
+                "duration", "max_requests", "max_concurrency")
+REPLAY_NOTE = ("arrivals replayed from the trace: request_rate is the offered rate, requests / (last arrival - "
+               "first arrival); 'inf' when all arrive at once")
+
+
+def run_date(run_info: dict) -> str:
+    """vLLM's date stamp: run_info["date"], else $SOURCE_DATE_EPOCH (reproducible files), else now (local)."""
+    import datetime as dt
+    import os
+
+    if run_info.get("date"):
+        return str(run_info["date"])
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "")
+    if epoch.isdigit():
+        return dt.datetime.fromtimestamp(int(epoch), dt.timezone.utc).strftime(VLLM_DATE_FORMAT)
+    return dt.datetime.now().strftime(VLLM_DATE_FORMAT)
+
+
+def offered_rate(arrival_s: np.ndarray) -> float | str:
+    """Requests per second of a replayed arrival sequence; 'inf' (vLLM's spelling) when all arrive at once."""
+    if len(arrival_s) < 2:
+        return "inf"
+    span = float(np.max(arrival_s) - np.min(arrival_s))
+    return len(arrival_s) / span if span > 0 else "inf"
+
+
+def calibration_record(name_or_path: str) -> dict:
+    """The calibration's description, device, fit error and provenance (an `error` entry if it cannot be read)."""
+    from specdec_sim.costmodel import CalibrationError, load_calibration
+
+    try:
+        cal = load_calibration(name_or_path)
+    except (CalibrationError, OSError, ValueError) as exc:
+        return {"name": str(name_or_path), "error": str(exc)}
+    return {"name": cal.name, "description": cal.description, "device": cal.device, "fit_error": cal.fit_error,
+            "provenance": cal.provenance}
+
+
+def model_id(calibration: dict) -> str:
+    """The target model: the profiler's provenance.target_model, else the description's '<model> target', else the name."""
+    provenance = calibration.get("provenance") or {}
+    for key in ("target_model", "model_id"):
+        if isinstance(provenance.get(key), str) and provenance[key]:
+            return provenance[key]
+    description = str(calibration.get("description") or "")
+    head, sep, _ = description.partition(" target")
+    return head.strip() if sep and head.strip() else str(calibration.get("name", ""))
+
+
+def run_metadata(requests: pd.DataFrame, config: SimConfig, spec: str, seed: int, run_info: dict | None) -> dict:
+    """vLLM `bench serve` run keys (date, model_id, num_prompts, request_rate, burstiness, max_concurrency), then ours."""
+    info = dict(run_info or {})
+    calibration = calibration_record(config.calibration)
+    synthetic = info.get("rate") is not None
+    meta = {"date": run_date(info), "model_id": model_id(calibration), "num_prompts": int(len(requests)),
+            "request_rate": info["rate"] if synthetic else offered_rate(requests["arrival_s"].to_numpy()),
+            "burstiness": info.get("burstiness", 1.0) if synthetic else None,
+            "max_concurrency": info.get("max_concurrency"), "policy_spec": spec, "seed": seed}
+    if not synthetic:
+        meta["request_rate_note"] = REPLAY_NOTE
+    meta["traffic"] = {key: info.get(key) for key in TRAFFIC_KEYS}
+    meta["calibration_info"] = calibration
+    meta["version"] = info.get("version") or package_version()
+    meta["command"] = info.get("command")
+    return meta
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("specdec-sim")
+    except PackageNotFoundError:
+        return "unknown"
