@@ -2,36 +2,77 @@
 
 Example: simulate --trace azure-conv --policy none --policy fixed:3 --policy smartspec --out runs/demo
 Writes, per policy, summary.json (vLLM `bench serve` keys), requests.csv and steps.parquet, plus
-comparison.csv across policies, and prints a side-by-side table with the speedup over `none`.
+comparison.csv and config.json across policies, and prints a side-by-side table with the speedup
+over `none`. Every option is checked (and --out is created and probed) before the first policy
+runs. Ctrl-C or SIGTERM stops between or inside policies; finished policies stay complete in --out
+and `--resume` skips them. Exit 0 even when requests fail (as `vllm bench serve`), unless
+--fail-on-error; 2 for bad options; 130/143 when interrupted by SIGINT/SIGTERM.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
 import json
+import os
 import re
+import shlex
+import signal
 import sys
+import tempfile
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable, Iterator
 
+import specdec_sim
+from specdec_sim.costmodel import CalibrationError
+from specdec_sim.policies import PolicySpecError
 from specdec_sim.simulator.acceptance import AcceptanceError
 from specdec_sim.simulator.config import ConfigError, SimConfig
-from specdec_sim.costmodel import CalibrationError
-from specdec_sim.simulator.options import OneLineParser, add_options, from_namespace
-from specdec_sim.simulator.report import comparison_frame, print_comparison
-from specdec_sim.simulator.traffic import TrafficSpec, load_traffic
+from specdec_sim.simulator.options import OneLineParser, add_options, from_namespace, option_fields
+from specdec_sim.simulator.traffic import TrafficSpec, inapplicable, load_traffic, trace_path
+from specdec_sim.traces import TraceError
 
 DEFAULT_POLICIES = ("none", "fixed:3", "smartspec")
+MAX_SEED = 2**63 - 1
+EXIT_FAILED_REQUESTS = 1  # with --fail-on-error
+USER_ERRORS = (ConfigError, CalibrationError, PolicySpecError, AcceptanceError, TraceError, ValueError, OSError)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so the same cleanup runs; exits 128 + signal number."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def parse_seed(text: str) -> int:
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= seed <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer in 0..2**63-1, got {seed}")
+    return seed
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="simulate", description=__doc__.split("\n")[0],
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--version", action="version", version=f"%(prog)s {specdec_sim.__version__}")
     groups = {name: p.add_argument_group(name) for name in ("traffic", "serving", "speculation", "output")}
     add_options(p, TrafficSpec, groups)
     add_policy_options(groups["serving"])
     add_options(p, SimConfig, groups)
     o = groups["output"]
-    o.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes)")
+    o.add_argument("--seed", type=parse_seed, default=0, help="random seed (same seed, same bytes)")
     o.add_argument("--out", default=None, help="directory for summary.json, requests.csv, steps.parquet")
+    o.add_argument("--resume", action="store_true", help="skip policies already finished in --out by an earlier "
+                   "run with the same options (after Ctrl-C or SIGTERM)")
+    o.add_argument("--fail-on-error", action="store_true", help="exit 1 if any request of any policy failed "
+                   "(without it: a warning line and exit 0, as vllm bench serve)")
     o.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -53,6 +94,15 @@ def policy_specs(args: argparse.Namespace, default: tuple[str, ...] = DEFAULT_PO
     return specs or list(default)
 
 
+def given_options(argv: list[str], cls: type = TrafficSpec) -> set[str]:
+    """Field names of `cls` whose option appears in `argv` (parsed exactly as `simulate` parses them)."""
+    unset = object()
+    parser = build_parser()
+    parser.set_defaults(**{f.name: unset for f in option_fields(cls)})
+    args = parser.parse_args(argv)
+    return {f.name for f in option_fields(cls) if getattr(args, f.name) is not unset}
+
+
 def config_from_args(args: argparse.Namespace) -> SimConfig:
     return from_namespace(SimConfig, args).validate()
 
@@ -61,53 +111,307 @@ def policy_slug(spec: str) -> str:
     return re.sub(r"[^A-Za-z0-9._=-]+", "_", spec).strip("_") or "policy"
 
 
-def run_policies(trace, config: SimConfig, specs: list[str], seed: int, out: Path | None, quiet: bool) -> list:
+def check_policy_fits(spec: str, policy: Any, config: SimConfig) -> None:
+    """Refuse a policy whose own k (or k_max) exceeds --max-k: it would run capped, under a false label."""
+    for attr in ("k", "k_max"):
+        k = getattr(policy, attr, None)
+        if isinstance(k, int) and not isinstance(k, bool) and k > config.max_k:
+            raise ConfigError(f"--policy {spec!r}: {attr}={k} exceeds --max-k {config.max_k}, so it would run at "
+                              f"k={config.max_k}; raise --max-k (at most 64) or lower {attr}")
+
+
+def check_policies(specs: list[str], config: SimConfig) -> None:
+    """Every spec builds, fits --max-k, and names its own output directory."""
+    from specdec_sim.policies import make_policy
+
+    seen: dict[str, str] = {}
+    for spec in specs:
+        check_policy_fits(spec, make_policy(spec), config)
+        slug = policy_slug(spec)
+        if slug in seen:
+            raise ConfigError(f"--policy {spec!r}: same run (directory {slug}) as {seen[slug]!r}; give it once")
+        seen[slug] = spec
+
+
+def check_engine(config: SimConfig) -> None:
+    """Load the calibration and size the KV cache now, so neither fails after a policy already ran."""
+    from specdec_sim.simulator.acceptance import resolve_mean_alpha
+    from specdec_sim.simulator.engine import build_cost_model
+
+    resolve_mean_alpha(config.acceptance)
+    _, cal = build_cost_model(config)
+    if not config.kv_blocks and cal.memory.num_kv_blocks(config.block_size) < 1:
+        raise ConfigError(f"--block-size {config.block_size}: calibration {cal.name} has memory for no KV-cache "
+                          f"block of that size; give a smaller --block-size or --kv-blocks")
+
+
+def check_out(out: Path, specs: list[str]) -> None:
+    """Create --out and prove it writable, before anything runs; one line naming the problem otherwise."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file, not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".simulate-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
+    for spec in specs:
+        target = out / policy_slug(spec)
+        if target.exists() and not target.is_dir():
+            raise ConfigError(f"--out {out}: {target.name} is a file, but policy {spec!r} needs it as a directory")
+
+
+def file_sha256(path: str) -> str | None:
+    """SHA-256 of a file's bytes (None if it cannot be read)."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def build_run_info(traffic: TrafficSpec, trace, seed: int, argv: list[str]) -> dict:
+    """What produced the results, for summary.json and config.json."""
+    path = trace_path(traffic.trace)
+    return {"trace": traffic.trace, "trace_path": str(Path(path).resolve()), "trace_sha256": file_sha256(path),
+            "rate": traffic.rate, "burstiness": traffic.burstiness, "num_requests": len(trace),
+            "time_scale": traffic.time_scale, "duration": traffic.duration_s, "max_requests": traffic.max_requests,
+            "max_concurrency": None, "seed": seed, "command": shlex.join(["simulate", *argv]),
+            "version": specdec_sim.__version__}
+
+
+@dataclass
+class Plan:
+    """Everything one `simulate` call will do, checked before the first policy runs."""
+
+    config: SimConfig
+    traffic: TrafficSpec
+    trace: Any
+    specs: list[str]
+    seed: int
+    out: Path | None
+    run_info: dict
+    resumed: dict[str, Any] = field(default_factory=dict)  # spec -> its result loaded from --out
+
+
+def make_plan(args: argparse.Namespace, argv: list[str]) -> Plan:
+    """Parse, check and load everything; raises the one-line errors of `main`."""
+    if args.resume and not args.out:
+        raise ConfigError("--resume: needs --out (the directory of the interrupted run)")
+    traffic = from_namespace(TrafficSpec, args).validate()
+    problem = inapplicable(traffic, given_options(argv))
+    if problem:
+        raise ConfigError(problem)
+    config = config_from_args(args)
+    check_engine(config)
+    specs = policy_specs(args)
+    check_policies(specs, config)
+    trace = load_traffic(traffic, args.seed)
+    if len(trace) == 0:
+        raise ConfigError("--trace: no requests left after --max-requests/--duration")
+    out = Path(args.out) if args.out else None
+    plan = Plan(config, traffic, trace, specs, args.seed, out, build_run_info(traffic, trace, args.seed, argv))
+    if out is not None:
+        check_out(out, specs)
+        if args.resume:
+            plan.resumed = load_finished(plan)
+        write_config(plan)
+    return plan
+
+
+def config_record(plan: Plan) -> dict:
+    """config.json: the options of the run, as JSON values."""
+    return json.loads(json.dumps({"config": plan.config.to_dict(), "policies": plan.specs, "seed": plan.seed,
+                                  "trace": plan.traffic.trace, "traffic": plan.traffic.to_dict(),
+                                  "run": plan.run_info}, default=float))
+
+
+def write_config(plan: Plan) -> None:
+    text = json.dumps(config_record(plan), indent=2) + "\n"
+    atomic_write(plan.out / "config.json", lambda tmp: Path(tmp).write_text(text))
+
+
+RESUME_KEYS = ("config", "traffic", "seed")  # config.json entries that must match for --resume
+
+
+def load_finished(plan: Plan) -> dict[str, Any]:
+    """The finished results in --out that --resume may reuse; ConfigError if --out holds another run's options.
+
+    A policy directory is reused only if its own summary.json records this run's seed, engine config
+    and traffic (a stale directory from an earlier, different run is simulated again).
+    """
+    finished = finished_dirs(plan.out)
+    if not finished:
+        return {}
+    stored = read_json(plan.out / "config.json")
+    now = config_record(plan)
+    if stored is None:
+        raise ConfigError(f"--resume: {plan.out} has results but no readable config.json to check them against")
+    for key in RESUME_KEYS:
+        if stored.get(key) != now[key]:
+            raise ConfigError(f"--resume: {plan.out} was written with different {key} options; "
+                              f"rerun without --resume or use another --out")
+    if stored.get("run", {}).get("trace_sha256") != now["run"]["trace_sha256"]:
+        raise ConfigError(f"--resume: the trace {plan.traffic.trace} changed since {plan.out} was written")
+    return reusable(plan, finished)
+
+
+def reusable(plan: Plan, finished: set[str]) -> dict[str, Any]:
+    """The specs whose directory in --out is finished and was made by a run with these options, loaded."""
+    now = config_record(plan)
+    saved = {spec: load_saved(plan.out / policy_slug(spec), spec, plan.config) for spec in plan.specs
+             if policy_slug(spec) in finished}
+    return {spec: result for spec, result in saved.items() if same_run(result.record, now)}
+
+
+def same_run(summary: dict, now: dict) -> bool:
+    """Whether a policy's summary.json was made with this run's seed, engine config and traffic."""
+    traffic = summary.get("traffic")
+    if not isinstance(traffic, dict):
+        return False
+    moved = ("trace_path",)  # the same file may be reached by another path
+    return summary.get("seed") == now["seed"] and summary.get("config") == now["config"] and all(
+        traffic.get(k) == now["run"].get(k) for k in traffic if k not in moved)
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def finished_dirs(out: Path) -> set[str]:
+    """Names of the policy directories in `out` whose results are complete."""
+    from specdec_sim.simulator.report import finished_policies
+
+    return set(finished_policies(out))
+
+
+@dataclass
+class SavedResult:
+    """A finished policy's results read back from --out (what `comparison_frame` needs of a SimResult)."""
+
+    summary: dict
+    requests: Any
+    steps: Any
+    config: SimConfig
+    policy_name: str
+    record: dict = field(default_factory=dict)  # summary.json as written
+
+
+NOT_IN_TABLE = ("policy_spec", "config")
+
+
+def load_saved(directory: Path, spec: str, config: SimConfig) -> SavedResult:
+    """summary.json (scalar entries, as comparison.csv holds them) and requests.csv of one finished policy."""
+    import pandas as pd
+
+    saved = read_json(directory / "summary.json") or {}
+    summary = {k: v for k, v in saved.items() if k not in NOT_IN_TABLE and not isinstance(v, (dict, list))}
+    requests = pd.read_csv(directory / "requests.csv", keep_default_na=False) \
+        if (directory / "requests.csv").exists() else None
+    return SavedResult(summary, requests, None, config, str(saved.get("policy", spec)), saved)
+
+
+def atomic_write(path: Path, writer: Callable[[str], Any]) -> None:
+    """Write `path` through `writer(temporary_path)`, then rename: readers never see half a file."""
+    from specdec_sim.simulator.report import write_atomic
+
+    write_atomic(path, writer)
+
+
+def run_policies(plan: Plan, quiet: bool) -> list:
+    """Each policy's result, in spec order: loaded when resumed, else simulated and written to --out."""
     from specdec_sim.simulator.engine import run_simulation
     from specdec_sim.simulator.report import progress_reporter, write_result
 
     results = []
-    for spec in specs:
-        with progress_reporter(len(trace), f"{spec}", disabled=quiet) as tick:
-            result = run_simulation(trace, config, spec, seed=seed, progress=tick)
+    for spec in plan.specs:
+        if spec in plan.resumed:
+            results.append(plan.resumed[spec])
+            continue
+        with progress_reporter(len(plan.trace), f"{spec}", disabled=quiet) as tick:
+            result = run_simulation(plan.trace, plan.config, spec, seed=plan.seed, progress=tick)
+        if plan.out is not None:
+            write_result(result, plan.out / policy_slug(spec), spec, plan.seed, run_info=plan.run_info)
+            result = table_view(result, plan.out / policy_slug(spec))
         results.append(result)
-        if out is not None:
-            write_result(result, out / policy_slug(spec), spec, seed)
     return results
 
 
+def table_view(result, directory: Path):
+    """With --out, the comparison row of a fresh run comes from its summary.json, as a resumed run's does."""
+    saved = load_saved(directory, result.policy_name, result.config)
+    return SavedResult(saved.summary or result.summary, result.requests, result.steps, result.config,
+                       result.policy_name)
+
+
+def write_comparison(plan: Plan, table) -> None:
+    atomic_write(plan.out / "comparison.csv", lambda tmp: table.to_csv(tmp, index=False))
+    write_config(plan)
+
+
+def interrupted_message(plan: Plan | None) -> str:
+    if plan is None or plan.out is None:
+        return "simulate: interrupted" + ("" if plan is None else " (no --out: nothing kept)")
+    names = sorted(reusable(plan, finished_dirs(plan.out)))  # what --resume will skip
+    if not names:
+        return f"simulate: interrupted before any policy finished; nothing complete in {plan.out}"
+    return f"simulate: interrupted after {', '.join(names)}; rerun with --resume to skip them"
+
+
+@contextlib.contextmanager
+def signals_as_interrupts() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt and SIGTERM raises Terminated (main thread only; restored after)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated(signum)
+
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    try:
-        from specdec_sim.policies import PolicySpecError, make_policy
-        from specdec_sim.traces import TraceError
-    except ImportError as exc:  # pragma: no cover - broken install
-        print(f"simulate: error: {exc}", file=sys.stderr)
-        return 2
-    specs = policy_specs(args)
-    out = Path(args.out) if args.out else None
-    try:
-        config = config_from_args(args)
-        for spec in specs:
-            make_policy(spec)
-        traffic = from_namespace(TrafficSpec, args)
-        trace = load_traffic(traffic, args.seed)
-        if len(trace) == 0:
-            raise ConfigError("--trace: no requests left after --max-requests/--duration")
-        results = run_policies(trace, config, specs, args.seed, out, args.quiet)
-    except (ConfigError, CalibrationError, PolicySpecError, AcceptanceError, TraceError, ValueError) as exc:
-        print(f"simulate: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("simulate: interrupted; finished policies are in --out", file=sys.stderr)
-        return 130
-    table = comparison_frame(results, specs)
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        table.to_csv(out / "comparison.csv", index=False)
-        (out / "config.json").write_text(json.dumps({"config": config.to_dict(), "policies": specs,
-                                                     "seed": args.seed, "trace": args.trace}, indent=2) + "\n")
-    print_comparison(table, trace_label=f"{args.trace} ({len(trace)} requests)")
-    return 0
+    with signals_as_interrupts():
+        plan = None
+        try:
+            plan = make_plan(args, argv)
+            return finish(plan, run_policies(plan, args.quiet), args.fail_on_error)
+        except KeyboardInterrupt as exc:
+            print(interrupted_message(plan), file=sys.stderr)
+            return 128 + (exc.signum if isinstance(exc, Terminated) else signal.SIGINT)
+        except USER_ERRORS as exc:
+            print(f"simulate: error: {' '.join(str(exc).split())}", file=sys.stderr)
+            return 2
+
+
+def finish(plan: Plan, results: list, fail_on_error: bool) -> int:
+    """Write comparison.csv and config.json, print the table; the exit code."""
+    from specdec_sim.simulator.report import comparison_frame, print_comparison
+
+    table = comparison_frame(results, plan.specs)
+    if plan.out is not None:
+        write_comparison(plan, table)
+    print_comparison(table, trace_label=f"{plan.traffic.trace} ({len(plan.trace)} requests)")
+    failed = any(r.summary.get("failed", 0) for r in results)
+    return EXIT_FAILED_REQUESTS if failed and fail_on_error else 0
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ from this file: defaults, choices, units and help are written once, here.
 """
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass
 
 from specdec_sim.costmodel import DEFAULT_CALIBRATION, available_calibrations
@@ -16,6 +18,15 @@ from specdec_sim.simulator.options import option, parse_float, parse_float_list,
 ROUTERS = ("round-robin", "least-tokens", "random")
 STYLES = ("draft", "ngram", "tree")
 ACCEPTANCE_MODES = ("independent", "batch", "per-position")
+MAX_CLOCK_S = 1e9  # simulated seconds: below this, float64 seconds resolve 0.12 us (~31.7 years of clock)
+MAX_REPLICAS = 4096  # each replica is a SimPy process with its own cache and policy state
+INT_LIMITS = {  # option -> (field, lowest, highest): beyond these a value is a typo, not a configuration
+    "replicas": ("replicas", 1, MAX_REPLICAS),
+    "max-num-seqs": ("max_num_seqs", 1, 1 << 20),
+    "max-num-batched-tokens": ("max_num_batched_tokens", 1, 1 << 31),
+    "block-size": ("block_size", 1, 1 << 16),
+    "max-k": ("max_k", 0, 64),
+}
 
 
 class ConfigError(ValueError):
@@ -28,19 +39,21 @@ class SimConfig:
 
     calibration: str = option(DEFAULT_CALIBRATION, "step-time calibration: a JSON path or a shipped name ("
                               + ", ".join(available_calibrations()) + ")", metavar="NAME|PATH")
-    replicas: int = option(1, "model replicas behind the router", parse=parse_int)
+    replicas: int = option(1, f"model replicas behind the router (at most {MAX_REPLICAS})", parse=parse_int)
     router: str = option("round-robin", "how arrivals are spread over replicas", choices=ROUTERS)
     max_num_seqs: int = option(256, "vLLM --max-num-seqs: requests in a replica's running batch", parse=parse_int)
     max_num_batched_tokens: int = option(8192, "vLLM --max-num-batched-tokens: tokens one step may process",
                                          unit="tokens", parse=parse_int)
     kv_blocks: int | None = option(None, "KV-cache blocks per replica (default: derived from the calibration's GPU "
                                          "memory minus weights)", unit="blocks", parse=parse_int)
-    block_size: int = option(16, "tokens per KV-cache block", unit="tokens", parse=parse_int)
+    block_size: int = option(16, "tokens per KV-cache block (the KV memory is fixed: bigger blocks, fewer of them)",
+                             unit="tokens", parse=parse_int)
     chunked_prefill: bool = option(False, "mix decodes and prefill chunks in one step (vLLM V1-style: decodes first, "
                                           "chunks fill the token budget)")
     spec_in_prefill_steps: bool = option(False, "allow speculation in steps that carry prefill (default off, as "
                                                 "SmartSpec V0)", flag="--spec-in-prefill")
-    max_k: int = option(7, "largest proposal length (lookahead slots) per request", unit="tokens", parse=parse_int)
+    max_k: int = option(7, "largest proposal length (lookahead slots) per request; a policy asking for more (fixed:9) "
+                          "is refused", unit="tokens", parse=parse_int)
     style: str = option("draft", "draft model/EAGLE, prompt lookup (n-gram) or Medusa-style tree", choices=STYLES,
                         group="speculation")
     acceptance: str = option("mt-bench", "per-token acceptance: a rate in [0,1) or a preset ("
@@ -64,31 +77,46 @@ class SimConfig:
                                           flag="--max-sim-time", unit="s", parse=parse_float, group="output")
 
     def validate(self) -> "SimConfig":
+        """Raise ConfigError naming the first option whose value cannot work; return self."""
         def need(cond: bool, option: str, msg: str) -> None:
             if not cond:
                 raise ConfigError(f"--{option}: {msg}")
 
-        need(self.replicas >= 1, "replicas", "must be >= 1")
+        for option_name, (name, lo, hi) in INT_LIMITS.items():
+            value = getattr(self, name)
+            need(is_int(value) and lo <= value <= hi, option_name, f"must be an integer in {lo}..{hi}, got {value!r}")
+        need(self.kv_blocks is None or (is_int(self.kv_blocks) and 1 <= self.kv_blocks <= 1 << 40), "kv-blocks",
+             f"must be an integer in 1..{1 << 40}, got {self.kv_blocks!r}")
         need(self.router in ROUTERS, "router", f"must be one of {', '.join(ROUTERS)}")
-        need(self.max_num_seqs >= 1, "max-num-seqs", "must be >= 1")
-        need(self.max_num_batched_tokens >= 1, "max-num-batched-tokens", "must be >= 1")
-        need(self.block_size >= 1, "block-size", "must be >= 1")
-        need(self.kv_blocks is None or self.kv_blocks >= 1, "kv-blocks", "must be >= 1")
-        need(0 <= self.max_k <= 64, "max-k", "must be in 0..64")
         need(self.style in STYLES, "style", f"must be one of {', '.join(STYLES)}")
         need(self.acceptance_mode in ACCEPTANCE_MODES, "acceptance-mode",
              f"must be one of {', '.join(ACCEPTANCE_MODES)}")
-        need(self.acceptance_spread is None or self.acceptance_spread >= 0, "acceptance-spread", "must be >= 0")
-        need(all(0.0 <= r <= 1.0 for r in self.position_rates), "position-rates", "rates must be in [0, 1]")
-        need(0.0 <= self.ngram_match_prob <= 1.0, "ngram-match", "must be in [0, 1]")
-        need(self.max_sim_time_s is None or self.max_sim_time_s > 0, "max-sim-time", "must be > 0")
+        need(self.acceptance_spread is None or (is_real(self.acceptance_spread) and self.acceptance_spread >= 0
+                                                and math.isfinite(self.acceptance_spread)),
+             "acceptance-spread", f"must be a finite number >= 0, got {self.acceptance_spread!r}")
+        need(all(is_real(r) and 0.0 <= r <= 1.0 for r in self.position_rates), "position-rates",
+             "rates must be in [0, 1]")
+        need(is_real(self.ngram_match_prob) and 0.0 <= self.ngram_match_prob <= 1.0, "ngram-match",
+             f"must be in [0, 1], got {self.ngram_match_prob!r}")
+        need(self.max_sim_time_s is None or (is_real(self.max_sim_time_s) and 0 < self.max_sim_time_s <= MAX_CLOCK_S),
+             "max-sim-time", f"must be a number of seconds in (0, {MAX_CLOCK_S:.0e}], got {self.max_sim_time_s!r}")
         for key, value in self.slo_ms.items():
             need(key in ("ttft", "tpot", "e2el"), "slo", f"unknown metric {key!r} (ttft, tpot, e2el)")
-            need(value > 0, "slo", f"{key} must be > 0 ms")
+            need(is_real(value) and 0 < value < math.inf, "slo", f"{key} must be a finite number > 0 ms, got {value!r}")
         return self
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def is_int(value: object) -> bool:
+    """A whole number (bool excluded: True is no replica count)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_real(value: object) -> bool:
+    """A real number (int or float, numpy's too; bool excluded); NaN compares False with every bound."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def parse_slo(text: str) -> dict[str, float]:

@@ -93,7 +93,7 @@ def run_simulation(trace, config: SimConfig, policy: str | Policy = "none", seed
     """Replay `trace` through `config.replicas` replicas under `policy`; deterministic for a given seed."""
     config.validate()
     cost, cal = build_cost_model(config, calibration)
-    num_blocks = config.kv_blocks or cal.memory.num_kv_blocks()
+    num_blocks = config.kv_blocks or cal.memory.num_kv_blocks(config.block_size)  # KV bytes fixed, blocks scale
     if num_blocks < 1:
         raise ValueError(f"calibration {cal.name}: no memory left for the KV cache; give --kv-blocks")
     mean_alpha = resolve_mean_alpha(config.acceptance)

@@ -32,7 +32,7 @@ def check_invariants(trace: Trace, result, config: SimConfig) -> None:
     steps = result.steps
     if steps is not None and len(steps):
         # KV never over budget
-        blocks = config.kv_blocks or load_calibration(config.calibration).memory.num_kv_blocks()
+        blocks = config.kv_blocks or load_calibration(config.calibration).memory.num_kv_blocks(config.block_size)
         assert steps["kv_blocks_used"].max() <= blocks
         assert result.summary["peak_kv_utilization"] <= 1.0
         # time never goes backwards, and steps of one replica never overlap
