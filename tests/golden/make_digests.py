@@ -4,8 +4,9 @@
     python tests/golden/make_digests.py --check    # compare against it (what tests/test_golden.py does)
 
 Each case runs `simulate` in-process on a bundled trace; the digest of a policy's output is the
-SHA-256 of its summary.json and requests.csv bytes and of steps.parquet's values (read back and
-written as CSV, so the digest does not depend on Parquet metadata such as library versions).
+SHA-256 of its summary.json (without the entries that differ between identical runs: date,
+command, absolute paths; `report.stable_summary`), of requests.csv's bytes and of steps.parquet's
+values (read back and written as CSV, so the digest does not depend on Parquet metadata).
 A change that is meant to alter outputs regenerates the file in the same commit and says why.
 """
 from __future__ import annotations
@@ -23,12 +24,15 @@ DIGESTS = Path(__file__).with_name("digests.json")
 POLICIES = ["none", "fixed:3", "vllm-disable:k=3,threshold=16", "vllm-table:table=1-4:5;5-16:3;17-1024:0",
             "smartspec", "turbospec", "turbospec:per_request=1", "goodput-greedy", "oracle"]
 FEW = ["fixed:3", "smartspec", "goodput-greedy"]
+# the 300-request trace called `sharegpt` until 2026-12-01: keeps the digests of the pre-restructure commit
+OLD_SHAREGPT = "sharegpt-300-long-outputs"
 CASES: dict[str, tuple[list[str], list[str]]] = {
     **{trace: (["--trace", trace, "--max-requests", "150"], POLICIES)
-       for trace in ("azure-conv", "azure-code", "mooncake-conv", "sharegpt", "arxiv-lengths")},
-    "ngram": (["--trace", "sharegpt", "--max-requests", "100", "--style", "ngram", "--acceptance",
+       for trace in ("azure-conv", "azure-code", "mooncake-conv", "sharegpt-300-long-outputs", "arxiv-lengths")},
+    "sharegpt": (["--trace", "sharegpt", "--max-requests", "150"], FEW),
+    "ngram": (["--trace", OLD_SHAREGPT, "--max-requests", "100", "--style", "ngram", "--acceptance",
                "code-edit-ngram"], POLICIES),
-    "tree": (["--trace", "sharegpt", "--max-requests", "100", "--style", "tree"], FEW),
+    "tree": (["--trace", OLD_SHAREGPT, "--max-requests", "100", "--style", "tree"], FEW),
     "chunked": (["--trace", "mooncake-conv", "--max-requests", "120", "--chunked-prefill"], FEW),
     "spec-in-prefill": (["--trace", "mooncake-conv", "--max-requests", "120", "--chunked-prefill",
                          "--spec-in-prefill"], POLICIES),
@@ -36,18 +40,21 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
                   "--time-scale", "0.3"], FEW),
     "random-router": (["--trace", "azure-code", "--max-requests", "200", "--replicas", "2", "--router", "random",
                        "--time-scale", "0.2", "--acceptance-spread", "2"], FEW),
-    "batch-acceptance": (["--trace", "sharegpt", "--max-requests", "100", "--acceptance-mode", "batch",
+    "batch-acceptance": (["--trace", OLD_SHAREGPT, "--max-requests", "100", "--acceptance-mode", "batch",
                           "--acceptance", "0.5", "--slo", "ttft:200,tpot:50"], FEW),
-    "per-position": (["--trace", "sharegpt", "--max-requests", "100", "--acceptance-mode", "per-position"], FEW),
-    "preemption": (["--trace", "sharegpt", "--kv-blocks", "300", "--rate", "20", "--num-requests", "150"], FEW),
+    "per-position": (["--trace", OLD_SHAREGPT, "--max-requests", "100", "--acceptance-mode", "per-position"], FEW),
+    "preemption": (["--trace", OLD_SHAREGPT, "--kv-blocks", "300", "--rate", "20", "--num-requests", "150"], FEW),
     "ngram-70b": (["--trace", "azure-code", "--max-requests", "150", "--style", "ngram", "--calibration",
                    "llama3-70b-tp4-ngram-h100"], FEW),
 }
 
 
 def file_digests(run_dir: Path) -> dict[str, str]:
-    out = {name: hashlib.sha256((run_dir / name).read_bytes()).hexdigest() for name in ("summary.json",
-                                                                                      "requests.csv")}
+    from specdec_sim.simulator.report import stable_summary
+
+    summary = stable_summary(json.loads((run_dir / "summary.json").read_text()))
+    out = {"summary.json": hashlib.sha256(json.dumps(summary, indent=1, sort_keys=True).encode()).hexdigest(),
+           "requests.csv": hashlib.sha256((run_dir / "requests.csv").read_bytes()).hexdigest()}
     steps = pd.read_parquet(run_dir / "steps.parquet")
     out["steps"] = hashlib.sha256(steps.to_csv(index=False, float_format="%.17g").encode()).hexdigest()
     return out
@@ -70,6 +77,7 @@ def compute(main) -> dict[str, dict[str, dict[str, str]]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true", help="compare with digests.json instead of writing it")
+    parser.add_argument("--out", type=Path, default=DIGESTS, help="where to write the digests")
     args = parser.parse_args()
     import contextlib
     import io
@@ -82,8 +90,8 @@ def main() -> int:
         bad = [f"{c}/{p}" for c in expected for p in expected[c] if digests.get(c, {}).get(p) != expected[c][p]]
         print("\n".join(bad) or "all digests match")
         return 1 if bad else 0
-    DIGESTS.write_text(json.dumps(digests, indent=1, sort_keys=True) + "\n")
-    print(f"wrote {DIGESTS}")
+    args.out.write_text(json.dumps(digests, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {args.out}")
     return 0
 
 
