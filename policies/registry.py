@@ -196,6 +196,8 @@ class _PluginPolicy:
 
 def _build_plugin(spec: str, target: str, rest: str) -> Policy:
     cls = _import_class(spec, target)
+    if not isinstance(cls, type):  # never call an arbitrary function (os:abort, sys:exit) from a spec
+        raise PolicySpecError(f"--policy {spec!r}: {target} is not a class")
     params = {k: parse_scalar(v) for k, v in parse_params(spec, target, rest).items()}
     try:
         policy = cls(**params)

@@ -186,9 +186,9 @@ def profile(args, argv: list[str]) -> int:
                 on_skip_done=lambda p: bar.advance(task), passes=args.passes)
     except (ProfileMismatch, MeasurementsError) as exc:
         raise UsageError(str(exc)) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         console.print(f"interrupted: finished points are in {csv_path}; rerun the same command to resume")
-        return 130
+        return interrupt_exit_code(exc)
     console.print(f"measured {done_before} new points ({len(points) * args.passes - done_before} already in "
                   f"{csv_path})")
     rows = read_measurements(csv_path)
@@ -274,9 +274,18 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, ModelNotFound, GridError) as exc:
         print(f"profile-gpu: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:  # outside the measuring loop (which says where its points are)
+    except KeyboardInterrupt as exc:  # outside the measuring loop (which says where its points are)
         print("profile-gpu: interrupted", file=sys.stderr)
-        return 130
+        return interrupt_exit_code(exc)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so the same cleanup runs."""
+
+
+def interrupt_exit_code(exc: BaseException) -> int:
+    """128 + the signal number: 143 for SIGTERM, 130 for Ctrl-C."""
+    return 128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
 
 
 @contextlib.contextmanager
@@ -287,7 +296,7 @@ def _sigterm_as_interrupt():
         return
 
     def interrupt(signum, frame):
-        raise KeyboardInterrupt
+        raise Terminated
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:

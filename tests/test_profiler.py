@@ -469,7 +469,7 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(measure, "measure_point", terminate_on_third)
     before = signal.getsignal(signal.SIGTERM)
-    assert cli.main(TINY + NINE_POINTS + ["--out", str(tmp_path)]) == 130
+    assert cli.main(TINY + NINE_POINTS + ["--out", str(tmp_path)]) == 143  # 128 + SIGTERM, as simulate and sweep
     assert "rerun the same command to resume" in capsys.readouterr().out
     assert len(read_rows(tmp_path / "measurements.csv")) == 2 and not (tmp_path / "calibration.json").exists()
     assert signal.getsignal(signal.SIGTERM) is before
