@@ -1,8 +1,11 @@
-"""Shared test helpers: a fake decoding request and DecodeBatch builders for policy tests."""
+"""Shared test helpers: a fake decoding request and DecodeBatch builders for policy tests; trace-file helpers."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
+
+import pytest
 
 from specdec_sim.costmodel import CostModel
 from specdec_sim.policies.base import DecodeBatch, StepOutcome
@@ -38,3 +41,21 @@ def fake_batch(requests: Sequence[FakeRequest], cost: CostModel, max_k: int = 7,
 def fake_outcome(proposed: list[int], accepted: list[int]) -> StepOutcome:
     reqs = [FakeRequest(i) for i in range(len(proposed))]
     return StepOutcome(requests=reqs, proposed=proposed, accepted=accepted, step_time_s=0.01)
+
+
+# ---- trace files ----------------------------------------------------------------------------
+HEADER = "request_id,arrival_time_s,prompt_tokens,output_tokens\n"
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def assert_one_line_error(excinfo: pytest.ExceptionInfo, *parts: str) -> str:
+    message = str(excinfo.value)
+    assert "\n" not in message and "\r" not in message
+    for part in parts:
+        assert part in message, (part, message)
+    return message

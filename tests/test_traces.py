@@ -14,25 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import HEADER, assert_one_line_error, write
 from specdec_sim.traces import (BUNDLED_TRACES, FORMATS, Trace, TraceError, bundled_trace, load_trace,
                                 synthetic_trace)
 
 NORMALIZED = ["azure-conv", "azure-code", "mooncake-conv", "sharegpt", "sharegpt-300-long-outputs"]
-HEADER = "request_id,arrival_time_s,prompt_tokens,output_tokens\n"
-
-
-def write(tmp_path: Path, name: str, text: str) -> Path:
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def assert_one_line_error(excinfo: pytest.ExceptionInfo, *parts: str) -> str:
-    message = str(excinfo.value)
-    assert "\n" not in message and "\r" not in message
-    for part in parts:
-        assert part in message, (part, message)
-    return message
 
 
 # ---------------------------------------------------------------- bundled data
