@@ -233,16 +233,9 @@ def calibration_variants() -> dict[str, tuple[bytes, str]]:
     base = shipped_calibration()
 
     def changed(path: str, value) -> bytes:
-        data = json.loads(json.dumps(base))
-        *parents, last = path.split(".")
-        node = data
-        for key in parents:
-            node = node[key]
-        if value is KeyError:
-            node.pop(last)
-        else:
-            node[last] = value
-        return json.dumps(data).encode()
+        from conftest import edited_json
+
+        return json.dumps(edited_json(json.loads(json.dumps(base)), path, value)).encode()
 
     return {
         "valid_copy": (json.dumps(base).encode(), "ok"),

@@ -59,3 +59,17 @@ def assert_one_line_error(excinfo: pytest.ExceptionInfo, *parts: str) -> str:
     for part in parts:
         assert part in message, (part, message)
     return message
+
+
+# ---- JSON documents ---------------------------------------------------------------------------
+def edited_json(data: dict, path: str, value) -> dict:
+    """`data` with the entry at dotted `path` set to `value` (removed when `value` is KeyError), in place."""
+    *parents, last = path.split(".")
+    node = data
+    for key in parents:
+        node = node[key]
+    if value is KeyError:
+        node.pop(last)
+    else:
+        node[last] = value
+    return data

@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from conftest import edited_json
 from specdec_sim.costmodel import (CALIBRATION_DIR, CalibrationError, CostModel, ForwardCoefficients,
                                    available_calibrations, load_calibration, save_calibration, uniform_shape)
 from specdec_sim.costmodel.calibration import calibration_from_dict, check_step_times, write_atomically
@@ -52,16 +53,7 @@ def refused(tmp_path: Path, data: object, name: str = "bad.json") -> str:
 
 
 def edited(path: str, value) -> dict:
-    data = shipped()
-    *parents, last = path.split(".")
-    node = data
-    for key in parents:
-        node = node[key]
-    if value is KeyError:
-        node.pop(last)
-    else:
-        node[last] = value
-    return data
+    return edited_json(shipped(), path, value)
 
 
 # ---- shipped files load, and say where they are valid ---------------------------------------------
