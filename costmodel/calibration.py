@@ -25,6 +25,7 @@ CALIBRATION_DIR = Path(__file__).parent / "calibrations"
 DEFAULT_CALIBRATION = "llama3-8b-eagle-h100"
 FORMAT_VERSION = 1
 DRAFT_KINDS = ("sequential", "linear", "fraction")
+FIRST_PASSES = ("drafting", "step_tokens")
 CONVENTIONS = ("exact", "turbospec_v1")
 
 
@@ -71,6 +72,7 @@ class Calibration:
     draft: DraftCost = field(default_factory=DraftCost)
     overhead_fraction: float = 0.0  # of target time, in steps that speculate (TurboSpec: 0.05)
     overhead_fixed_ms: float = 0.0  # per speculating step (rejection sampling, bookkeeping)
+    step_overhead_ms: float = 0.0  # per step, speculating or not (scheduling, sampling, launches, host sync)
     batched_tokens_convention: str = "exact"  # or "turbospec_v1" (base token counted twice)
     memory: MemorySpec = field(default_factory=MemorySpec)
     valid_range: ValidRange | None = None  # None: default_valid_range(memory), filled in on creation
@@ -89,7 +91,7 @@ class Calibration:
 
 # ---- field checks: names, types, finite numbers, bounds ------------------------------------------
 
-MINIMUM = {"knee_tokens": 0, "prefill_attention_ms": 0, "fraction_of_target": 0, "overhead_fraction": 0,
+MINIMUM = {"step_overhead_ms": 0, "knee_tokens": 0, "prefill_attention_ms": 0, "fraction_of_target": 0, "overhead_fraction": 0,
            "weights_gib": 0, "activation_reserve_gib": 0, "kv_bytes_per_token": 1, "block_size": 1,
            "max_batch_size": 1, "max_batched_tokens": 1, "max_context_tokens": 0, "max_k": 1}
 POSITIVE = ("gpu_memory_gib", "gpu_memory_utilization")
@@ -166,6 +168,8 @@ def _draft(section: object, source: str) -> DraftCost:
     draft = DraftCost(**args)
     if draft.kind not in DRAFT_KINDS:
         raise _fail(source, f"draft.kind must be sequential, linear or fraction, not {draft.kind!r}")
+    if draft.first_pass not in FIRST_PASSES:
+        raise _fail(source, f"draft.first_pass must be drafting or step_tokens, not {draft.first_pass!r}")
     if draft.kind == "sequential" and draft.forward is None:
         raise _fail(source, "draft.kind 'sequential' needs draft.forward coefficients")
     return draft
@@ -182,7 +186,7 @@ def _top_level(data: dict, source: str) -> dict:
     if not isinstance(data["name"], str) or not data["name"].strip():
         raise _fail(source, f"name must be a non-empty string, not {_short(data['name'])}")
     out: dict = {"name": data["name"]}
-    for key in ("overhead_fraction", "overhead_fixed_ms"):
+    for key in ("overhead_fraction", "overhead_fixed_ms", "step_overhead_ms"):
         if key in data:
             out[key] = _number(data[key], key, "float", source)
     for key in ("batched_tokens_convention", "description", "device"):
@@ -223,8 +227,10 @@ def check_step_times(cal: Calibration, source: str | None = None) -> Calibration
     _check_low(low, "target step time", _negative_terms("target.", cal.target), rng, source, strict=True)
     draft = cal.draft
     if draft.kind == "sequential" and draft.forward is not None:
-        _check_low(lowest_draft_forward(draft.forward, rng), "draft forward time",
-                   _negative_terms("draft.forward.", draft.forward), rng, source, strict=False)
+        low_draft = lowest_forward(draft.forward, rng) if draft.first_pass == "step_tokens" else \
+            lowest_draft_forward(draft.forward, rng)
+        _check_low(low_draft, "draft forward time", _negative_terms("draft.forward.", draft.forward), rng, source,
+                   strict=False)
     elif draft.kind == "linear":
         _check_low(lowest_linear_draft(draft, rng), "draft time", _negative_terms("draft.", draft), rng, source,
                    strict=False)
@@ -250,6 +256,24 @@ def calibration_from_dict(data: dict, source: str = "<dict>") -> Calibration:
                       **_typed(valid, ValidRange, "valid_range", source)})
     cal = Calibration(target=target, draft=draft, memory=memory, valid_range=valid_range, **top)
     return check_step_times(cal, source)
+
+
+def provenance_line(cal: Calibration) -> str:
+    """One line: the calibration, its device, where its numbers come from and its error against each measured set."""
+    prov = cal.provenance or {}
+    source = str(prov.get("summary") or prov.get("source") or "no provenance given")
+    source = " ".join(source.split())
+    if "summary" not in prov and ". " in source:
+        source = source.split(". ", 1)[0] + "."
+    errors = []
+    for name, err in sorted((cal.fit_error or {}).items()):
+        if isinstance(err, dict) and isinstance(err.get("mape_pct"), (int, float)):
+            points = f" over {err['points']} points" if isinstance(err.get("points"), int) else ""
+            errors.append(f"{name} {err['mape_pct']:.1f} %{points}")
+    source = source.rstrip(" .;") + "."
+    error = " Error vs " + ", ".join(errors) if errors else " No measured error recorded."
+    device = f" on {cal.device}" if cal.device else ""
+    return f"calibration {cal.name}{device}: {source}{error}"
 
 
 def available_calibrations() -> list[str]:

@@ -51,8 +51,13 @@ class ForwardCoefficients:
 class DraftCost:
     """How drafting time grows with the proposal length.
 
-    kind = "sequential": k draft-model forwards, step j over the requests still drafting
-    (`forward` gives one draft forward). kind = "linear": TurboSpec's closed form
+    kind = "sequential": k draft forwards (a draft model, or an EAGLE head: one decoder layer plus the
+    LM head), pass j over the requests still drafting (`forward` gives one draft forward). With
+    first_pass = "step_tokens" the first pass runs over every token the target computes in the step
+    (verified tokens and prefill chunks: the drafter catches up on accepted tokens and prefills the
+    prompt, as vLLM V1's EAGLE and draft-model proposers do) and a step of prefill chunks alone charges
+    that pass too when the run speculates; with "drafting" (the default, TurboSpec-era files) pass 1
+    covers one token per drafting request. kind = "linear": TurboSpec's closed form
     fixed + per_kv_token*N_kv + per_scheduled_token*N_sched + per_k*k + per_seq*B.
     kind = "fraction": a fixed share of the target time (prompt lookup / n-gram, 4 %).
     """
@@ -65,6 +70,7 @@ class DraftCost:
     per_k_ms: float = 0.0
     per_seq_ms: float = 0.0
     fraction_of_target: float = 0.0
+    first_pass: str = "drafting"
 
 
 @dataclass(frozen=True)

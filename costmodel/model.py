@@ -31,11 +31,17 @@ class StepTime:
 class CostModel:
     """Prices a StepShape with one calibration. Pure and cheap: policies call it in loops."""
 
-    def __init__(self, calibration: Calibration):
+    def __init__(self, calibration: Calibration, drafter: bool = True):
+        """`drafter`: the run has a proposer loaded, so a drafter that prefills prompts (first_pass
+        "step_tokens") is charged for them in steps of prefill chunks alone; False for runs that never
+        speculate (no drafter in the engine, as a vLLM baseline without a speculative config)."""
         self.calibration = calibration
         self._target = calibration.target
         self._draft = calibration.draft
         self._turbospec = calibration.batched_tokens_convention == "turbospec_v1"
+        self._step_tokens_pass = calibration.draft.kind == "sequential" and calibration.draft.first_pass == "step_tokens"
+        self._drafter_prefill = drafter and self._step_tokens_pass
+        self._step_overhead = calibration.step_overhead_ms
 
     def target_ms(self, shape: StepShape) -> float:
         batched = shape.verify_tokens + shape.prefill_tokens
@@ -46,6 +52,8 @@ class CostModel:
 
     def draft_ms(self, shape: StepShape, target_ms: float) -> float:
         if shape.max_k <= 0:
+            if self._drafter_prefill and shape.prefill_tokens > 0:  # the drafter prefills the prompt chunks
+                return self._draft.forward.forward_ms(shape.prefill_tokens, shape.kv_tokens, shape.num_prefill)
             return 0.0
         d = self._draft
         if d.kind == "fraction":
@@ -57,23 +65,27 @@ class CostModel:
         fwd = d.forward
         kv_per_seq = shape.kv_tokens / max(1, shape.num_seqs)
         total = 0.0
-        for drafting in shape.draft_batch_sizes:
+        sizes = shape.draft_batch_sizes
+        if self._step_tokens_pass:  # pass 1 runs over every token of the step (accepted tokens, prompt chunks)
+            total = fwd.forward_ms(shape.verify_tokens + shape.prefill_tokens, shape.kv_tokens, shape.num_seqs)
+            sizes = sizes[1:]
+        for drafting in sizes:
             total += fwd.forward_ms(drafting, kv_per_seq * drafting, drafting)
         return total
 
     def step_time(self, shape: StepShape) -> StepTime:
         target = self.target_ms(shape)
         draft = self.draft_ms(shape, target)
-        overhead = 0.0
+        overhead = self._step_overhead
         if shape.max_k > 0:
-            overhead = self.calibration.overhead_fraction * target + self.calibration.overhead_fixed_ms
+            overhead += self.calibration.overhead_fraction * target + self.calibration.overhead_fixed_ms
         if not (0.0 < target < _INF and 0.0 <= draft < _INF and 0.0 <= overhead < _INF):
             self._refuse_unless_empty(shape, target, draft, overhead)
         return StepTime(draft / 1000.0, target / 1000.0, overhead / 1000.0)
 
     def _refuse_unless_empty(self, shape: StepShape, target: float, draft: float, overhead: float) -> None:
         """A step of no sequences may cost 0; any other non-positive or non-finite time is refused."""
-        if not (target == 0.0 and shape.num_seqs == 0 and draft == 0.0 and overhead == 0.0):
+        if not (target == 0.0 and shape.num_seqs == 0 and draft == 0.0 and 0.0 <= overhead < _INF):
             raise CalibrationError(self._bad_step(shape, target, draft, overhead))
 
     def _bad_step(self, shape: StepShape, target: float, draft: float, overhead: float) -> str:

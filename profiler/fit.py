@@ -26,6 +26,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from specdec_sim.costmodel import ForwardCoefficients
+from specdec_sim.costmodel.lstsq import nonnegative_lstsq
 
 COLUMNS = ("fixed_ms", "per_kv_token_ms", "per_batched_token_ms", "per_seq_ms", "prefill_attention_ms")
 HOLDOUT_FRACTION = 0.2
@@ -103,29 +104,6 @@ def _scaled(a: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     aw = a / y[:, None]
     scale = np.maximum(np.abs(aw).max(axis=0), 1e-300)
     return aw / scale, scale
-
-
-def nonnegative_lstsq(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """argmin ||a x - b|| subject to x >= 0, exactly, for a few full-rank columns: the optimum is the
-    unconstrained least-squares fit on its own support, so the best fit over the subsets of columns
-    whose unconstrained fit is non-negative is the optimum (2^n small solves, n <= 6 here)."""
-    n = a.shape[1]
-    x, *_ = np.linalg.lstsq(a, b, rcond=None)
-    if np.all(x >= 0):
-        return x
-    best, best_sse = np.zeros(n), float(b @ b)
-    for mask in range(1, 2**n - 1):
-        cols = [j for j in range(n) if mask >> j & 1]
-        sub, *_ = np.linalg.lstsq(a[:, cols], b, rcond=None)
-        if np.any(sub < -1e-12):
-            continue
-        trial = np.zeros(n)
-        trial[cols] = np.maximum(sub, 0.0)
-        resid = a @ trial - b
-        sse = float(resid @ resid)
-        if sse < best_sse:
-            best, best_sse = trial, sse
-    return best
 
 
 def bounded_lstsq(a: np.ndarray, y: np.ndarray, lower: np.ndarray) -> tuple[np.ndarray, float]:

@@ -136,10 +136,11 @@ def check_policies(specs: list[str], config: SimConfig) -> None:
 def check_engine(config: SimConfig) -> None:
     """Load the calibration and size the KV cache now, so neither fails after a policy already ran."""
     from specdec_sim.simulator.acceptance import resolve_mean_alpha
-    from specdec_sim.simulator.engine import build_cost_model
+    from specdec_sim.simulator.engine import build_cost_model, build_policy_cost_model
 
     resolve_mean_alpha(config.acceptance)
     _, cal = build_cost_model(config)
+    build_policy_cost_model(config, cal)
     if not config.kv_blocks and cal.memory.num_kv_blocks(config.block_size) < 1:
         raise ConfigError(f"--block-size {config.block_size}: calibration {cal.name} has memory for no KV-cache "
                           f"block of that size; give a smaller --block-size or --kv-blocks")
@@ -404,12 +405,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def finish(plan: Plan, results: list, fail_on_error: bool) -> int:
     """Write comparison.csv and config.json, print the table; the exit code."""
-    from specdec_sim.simulator.report import comparison_frame, print_comparison
+    from specdec_sim.simulator.report import comparison_frame, pricing_lines, print_comparison
 
     table = comparison_frame(results, plan.specs)
     if plan.out is not None:
         write_comparison(plan, table)
     print_comparison(table, trace_label=f"{plan.traffic.trace} ({len(plan.trace)} requests)")
+    print(pricing_lines(plan.config, results))
     failed = any(r.summary.get("failed", 0) for r in results)
     return EXIT_FAILED_REQUESTS if failed and fail_on_error else 0
 

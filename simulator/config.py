@@ -19,6 +19,7 @@ ROUTERS = ("round-robin", "least-tokens", "random")
 STYLES = ("draft", "ngram", "tree")
 ACCEPTANCE_MODES = ("independent", "batch", "per-position")
 MAX_CLOCK_S = 1e9  # simulated seconds: below this, float64 seconds resolve 0.12 us (~31.7 years of clock)
+MAX_STEP_NOISE = 3.0  # log-normal sigma: beyond this a step's time spans orders of magnitude
 MAX_REPLICAS = 4096  # each replica is a SimPy process with its own cache and policy state
 INT_LIMITS = {  # option -> (field, lowest, highest): beyond these a value is a typo, not a configuration
     "replicas": ("replicas", 1, MAX_REPLICAS),
@@ -39,6 +40,12 @@ class SimConfig:
 
     calibration: str = option(DEFAULT_CALIBRATION, "step-time calibration: a JSON path or a shipped name ("
                               + ", ".join(available_calibrations()) + ")", metavar="NAME|PATH")
+    policy_calibration: str = option("fitted", "what goodput policies price candidate steps with: 'fitted' (a "
+                                     "linear fit of the true step times over a profiling grid, made once, as the "
+                                     "TurboSpec authors fit theirs), 'same' (the true model itself: an upper bound no "
+                                     "real controller has), or a calibration NAME|PATH", metavar="fitted|same|NAME|PATH")
+    step_time_noise: float = option(0.0, "log-normal sigma of each true step time around the calibration (0 = exact; "
+                                         "mean-preserving, seeded)", parse=parse_float)
     replicas: int = option(1, f"model replicas behind the router (at most {MAX_REPLICAS})", parse=parse_int)
     router: str = option("round-robin", "how arrivals are spread over replicas", choices=ROUTERS)
     max_num_seqs: int = option(256, "vLLM --max-num-seqs: requests in a replica's running batch", parse=parse_int)
@@ -98,6 +105,10 @@ class SimConfig:
              "rates must be in [0, 1]")
         need(is_real(self.ngram_match_prob) and 0.0 <= self.ngram_match_prob <= 1.0, "ngram-match",
              f"must be in [0, 1], got {self.ngram_match_prob!r}")
+        need(isinstance(self.policy_calibration, str) and self.policy_calibration.strip() != "", "policy-calibration",
+             "must be fitted, same, or a calibration name or path")
+        need(is_real(self.step_time_noise) and 0.0 <= self.step_time_noise <= MAX_STEP_NOISE, "step-time-noise",
+             f"must be a number in [0, {MAX_STEP_NOISE:g}], got {self.step_time_noise!r}")
         need(self.max_sim_time_s is None or (is_real(self.max_sim_time_s) and 0 < self.max_sim_time_s <= MAX_CLOCK_S),
              "max-sim-time", f"must be a number of seconds in (0, {MAX_CLOCK_S:.0e}], got {self.max_sim_time_s!r}")
         for key, value in self.slo_ms.items():

@@ -8,8 +8,9 @@ recorder receives a plain `StepRecord`. The replica owns no scheduling or block 
 from __future__ import annotations
 
 import random
+from typing import Callable
 
-from specdec_sim.costmodel import NO_PREFILL, CostModel, prefill_terms, step_shape
+from specdec_sim.costmodel import NO_PREFILL, CostModel, StepTime, prefill_terms, step_shape
 from specdec_sim.policies.base import DecodeBatch, Policy, StepOutcome
 from specdec_sim.simulator.acceptance import AcceptanceDrawer
 from specdec_sim.simulator.recorder import Recorder, StepRecord
@@ -21,10 +22,15 @@ class Replica:
     """A scheduler, a policy and an acceptance process of one replica, run as a SimPy process."""
 
     def __init__(self, env, index: int, cost: CostModel, policy: Policy, scheduler: Scheduler,
-                 acceptance: AcceptanceDrawer, recorder: Recorder, rng: random.Random, style: str):
+                 acceptance: AcceptanceDrawer, recorder: Recorder, rng: random.Random, style: str,
+                 policy_cost: CostModel | None = None, noise: Callable[[StepTime], StepTime] | None = None):
+        """`cost` advances the clock (the truth); `policy_cost` is what the policy prices candidates with
+        (default: the truth); `noise`, if given, perturbs each true step time."""
         self.env = env
         self.index = index
         self.cost = cost
+        self.policy_cost = cost if policy_cost is None else policy_cost
+        self.noise = noise
         self.policy = policy
         self.scheduler = scheduler
         self.acceptance = acceptance
@@ -64,6 +70,8 @@ class Replica:
             prefill = prefill_terms([(c, r.prefill_done) for r, c in prefills]) if prefills else NO_PREFILL
             shape = step_shape(ks, sum(r.context_tokens for r in decoding), prefill, self.tree)
             timing = cost.step_time(shape)
+            if self.noise is not None:
+                timing = self.noise(timing)
             start = env.now
             yield env.timeout(timing.total_s)
             accepted = self.acceptance.draw(decoding, ks)
@@ -83,7 +91,7 @@ class Replica:
             for req in decoding:  # prompt lookup: this step's n-gram match per request
                 req.ngram_match = rand() < self.acceptance.ngram_match_prob
         batch = DecodeBatch(
-            requests=decoding, cost=self.cost, kv_tokens=sum(r.context_tokens for r in decoding), max_k=self.max_k, style=self.style,
+            requests=decoding, cost=self.policy_cost, kv_tokens=sum(r.context_tokens for r in decoding), max_k=self.max_k, style=self.style,
             prefill_tokens=prefill_tokens, num_prefill=num_prefill, queue_len=len(self.scheduler.waiting),
             free_kv_tokens=self.scheduler.kv.free * self.scheduler.kv.block_size)
         ks = self.policy.propose(batch)

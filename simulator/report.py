@@ -306,3 +306,21 @@ def progress_reporter(total: int, label: str, disabled: bool = False, delay_s: f
     finally:
         if state.get("bar") is not None:
             state["bar"].stop()
+
+
+def pricing_lines(config, results: list) -> str:
+    """Where the step times come from (the calibration's provenance) and what the policies priced with."""
+    from specdec_sim.costmodel.calibration import provenance_line
+    from specdec_sim.simulator.engine import build_cost_model
+
+    _, cal = build_cost_model(config)
+    line = provenance_line(cal)
+    summary = next((r.summary for r in results if r.summary), {})
+    view = summary.get("policy_calibration")
+    if view and view != "same":
+        mape = summary.get("policy_calibration_fit_mape_pct")
+        fit = f" (fit to the truth: {mape:.1f} % mean error)" if isinstance(mape, (int, float)) else ""
+        line += f"\npolicies priced steps with: {view}{fit}"
+    if config.step_time_noise:
+        line += f"\ntrue step times: log-normal noise, sigma {config.step_time_noise:g}"
+    return line

@@ -53,8 +53,21 @@ def request_frame(trace, rec: Recorder) -> pd.DataFrame:
         "preemptions": rec.preemptions, "alpha": rec.alpha, "status": status, "reason": reasons})
 
 
+def policy_pricing(truth: Calibration, view: Calibration | None, config: SimConfig) -> dict:
+    """What the policy priced steps with, and the noise on the true step times, for summary.json."""
+    view = truth if view is None else view
+    out: dict = {"policy_calibration": "same" if view is truth else view.name,
+                 "policy_calibration_option": config.policy_calibration,
+                 "step_time_noise_sigma": config.step_time_noise}
+    err = view.fit_error.get("policy_view") if view is not truth else None
+    if isinstance(err, dict):
+        out["policy_calibration_fit_mape_pct"] = err.get("mape_pct")
+        out["policy_calibration_fit_max_abs_pct"] = err.get("max_abs_pct")
+    return out
+
+
 def summarize(trace, rec: Recorder, config: SimConfig, policy_name: str, cal: Calibration, num_blocks: int,
-              peak_kv_fraction: float) -> dict:
+              peak_kv_fraction: float, policy_cal: Calibration | None = None) -> dict:
     done = rec.status == STATUS_DONE
     arrival = trace.arrival_s
     ttft = (rec.first_token_s - arrival)[done]
@@ -91,6 +104,7 @@ def summarize(trace, rec: Recorder, config: SimConfig, policy_name: str, cal: Ca
         "spec_goodput_tok_s": (int(rec.emitted.sum()) / rec.busy_s) if rec.busy_s else 0.0,
         "num_steps": rec.num_steps_total, "preemptions": rec.total_preemptions,
         "kv_blocks_per_replica": num_blocks, "peak_kv_utilization": peak_kv_fraction})
+    summary.update(policy_pricing(cal, policy_cal, config))
     return summary
 
 

@@ -36,7 +36,7 @@ NUMERIC_TEXT_OPTIONS = {"simulate": {"--acceptance"},
                         "sweep": {"--rates", "--time-scales", "--replicas", "--seeds", "--acceptance"}}
 # Options attacked by their own cases below (files, specs, SLO strings) or not numeric at all.
 OTHER_OPTIONS = {"--help", "--version", "--trace", "--traces", "--format", "--policy", "--policies", "--calibration",
-                 "--calibrations", "--router", "--style", "--acceptance-mode", "--slo", "--capacity-slo", "--out",
+                 "--calibrations", "--policy-calibration", "--router", "--style", "--acceptance-mode", "--slo", "--capacity-slo", "--out",
                  "--plot", "--config", "--set", "--dask", "--resume", "--fail-on-error"}
 RATE_OPTIONS = {"--rate", "--burstiness", "--num-requests"}  # only act together with --rate
 

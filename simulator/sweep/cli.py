@@ -113,6 +113,9 @@ def check_plan(plan: Plan) -> None:
         load_calibration(calibration)
     for engine in plan.spec.engine_grid():
         resolve_mean_alpha(engine.get("acceptance", "mt-bench"))
+        choice = str(engine.get("policy_calibration", "fitted")).strip()
+        if choice not in ("fitted", "same"):
+            load_calibration(choice)
     if plan.capacity:
         c = plan.capacity
         c["probe"].check_budget(c["hi"] * max(plan.spec.replicas) * 2 ** c["grow"])
