@@ -5,7 +5,7 @@ per-layer times of every non-attention op (QKV and output projections, gate/up a
 activation, norms, rotary, residual add) measured by the Vidur authors at tensor parallelism 1
 (see `profiles/vidur/SOURCE.md`). Times 32 layers, that is the dense part of a forward pass
 against the number of batched tokens. This script fits it with the profiler's knee fit and
-prints it beside the shipped `llama3-8b-eagle-h100` coefficients, which were fitted by the
+prints it beside the shipped `turbospec-llama3-8b-eagle-h100` coefficients, which were fitted by the
 TurboSpec authors on a different setup (whole steps, Llama-3-8B, vLLM V1):
 
     python benchmarks/check_calibration_vidur.py
@@ -33,8 +33,8 @@ def dense_forward_samples(frame: pd.DataFrame) -> Samples:
 
 def main() -> None:
     data = pd.read_csv(DATA)
-    shipped = load_calibration("llama3-8b-eagle-h100").target
-    print(f"shipped llama3-8b-eagle-h100 (whole step, linear fit): fixed {shipped.fixed_ms:.2f} ms, "
+    shipped = load_calibration("turbospec-llama3-8b-eagle-h100").target
+    print(f"shipped turbospec-llama3-8b-eagle-h100 (whole step, linear fit): fixed {shipped.fixed_ms:.2f} ms, "
           f"{shipped.per_batched_token_ms * 1000:.1f} us/token, no knee")
     for (gpu, model), frame in data.groupby(["gpu", "model"], sort=False):
         samples = dense_forward_samples(frame.sort_values("num_tokens"))

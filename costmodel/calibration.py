@@ -22,7 +22,7 @@ from specdec_sim.costmodel.coefficients import (DraftCost, ForwardCoefficients, 
 from specdec_sim.costmodel.jsonfiles import find_named_json, read_json
 
 CALIBRATION_DIR = Path(__file__).parent / "calibrations"
-DEFAULT_CALIBRATION = "llama3-8b-eagle-h100"
+DEFAULT_CALIBRATION = "llama3.1-8b-eagle-h100"
 FORMAT_VERSION = 1
 DRAFT_KINDS = ("sequential", "linear", "fraction")
 FIRST_PASSES = ("drafting", "step_tokens")
@@ -73,6 +73,10 @@ class Calibration:
     overhead_fraction: float = 0.0  # of target time, in steps that speculate (TurboSpec: 0.05)
     overhead_fixed_ms: float = 0.0  # per speculating step (rejection sampling, bookkeeping)
     step_overhead_ms: float = 0.0  # per step, speculating or not (scheduling, sampling, launches, host sync)
+    tensor_parallel: int = 1  # GPUs the target is sharded over (memory.gpu_memory_gib sums them)
+    max_model_len: int = 0  # the model's context limit (max_position_embeddings); 0 = not stated
+    ngram_fraction_of_target: float = 0.0  # prompt lookup's draft cost on this target, when `draft` prices another
+    #                                        proposer (0: this calibration cannot price n-gram drafting)
     batched_tokens_convention: str = "exact"  # or "turbospec_v1" (base token counted twice)
     memory: MemorySpec = field(default_factory=MemorySpec)
     valid_range: ValidRange | None = None  # None: default_valid_range(memory), filled in on creation
@@ -91,7 +95,7 @@ class Calibration:
 
 # ---- field checks: names, types, finite numbers, bounds ------------------------------------------
 
-MINIMUM = {"step_overhead_ms": 0, "knee_tokens": 0, "prefill_attention_ms": 0, "fraction_of_target": 0, "overhead_fraction": 0,
+MINIMUM = {"ngram_fraction_of_target": 0, "tensor_parallel": 1, "max_model_len": 0, "step_overhead_ms": 0, "knee_tokens": 0, "prefill_attention_ms": 0, "fraction_of_target": 0, "overhead_fraction": 0,
            "weights_gib": 0, "activation_reserve_gib": 0, "kv_bytes_per_token": 1, "block_size": 1,
            "max_batch_size": 1, "max_batched_tokens": 1, "max_context_tokens": 0, "max_k": 1}
 POSITIVE = ("gpu_memory_gib", "gpu_memory_utilization")
@@ -186,9 +190,12 @@ def _top_level(data: dict, source: str) -> dict:
     if not isinstance(data["name"], str) or not data["name"].strip():
         raise _fail(source, f"name must be a non-empty string, not {_short(data['name'])}")
     out: dict = {"name": data["name"]}
-    for key in ("overhead_fraction", "overhead_fixed_ms", "step_overhead_ms"):
+    for key in ("overhead_fraction", "overhead_fixed_ms", "step_overhead_ms", "ngram_fraction_of_target"):
         if key in data:
             out[key] = _number(data[key], key, "float", source)
+    for key in ("tensor_parallel", "max_model_len"):
+        if key in data:
+            out[key] = _number(data[key], key, "int", source)
     for key in ("batched_tokens_convention", "description", "device"):
         if key in data and not isinstance(data[key], str):
             raise _fail(source, f"{key} must be a string, not {_short(data[key])}")
@@ -258,6 +265,15 @@ def calibration_from_dict(data: dict, source: str = "<dict>") -> Calibration:
     return check_step_times(cal, source)
 
 
+def _short_unit(unit: str) -> str:
+    """How a fit_error entry's mean error reads: % of measured, percentage points, or % of best-k rows off."""
+    if unit.startswith("pp"):
+        return "pp"
+    if unit.startswith("k"):
+        return "% of best k off"
+    return "%"
+
+
 def provenance_line(cal: Calibration) -> str:
     """One line: the calibration, its device, where its numbers come from and its error against each measured set."""
     prov = cal.provenance or {}
@@ -269,7 +285,7 @@ def provenance_line(cal: Calibration) -> str:
     for name, err in sorted((cal.fit_error or {}).items()):
         if isinstance(err, dict) and isinstance(err.get("mape_pct"), (int, float)):
             points = f" over {err['points']} points" if isinstance(err.get("points"), int) else ""
-            errors.append(f"{name} {err['mape_pct']:.1f} %{points}")
+            errors.append(f"{name} {err['mape_pct']:.1f} {_short_unit(str(err.get('unit', '%')))}{points}")
     source = source.rstrip(" .;") + "."
     error = " Error vs " + ", ".join(errors) if errors else " No measured error recorded."
     device = f" on {cal.device}" if cal.device else ""

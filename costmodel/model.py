@@ -69,8 +69,11 @@ class CostModel:
         if self._step_tokens_pass:  # pass 1 runs over every token of the step (accepted tokens, prompt chunks)
             total = fwd.forward_ms(shape.verify_tokens + shape.prefill_tokens, shape.kv_tokens, shape.num_seqs)
             sizes = sizes[1:]
-        for drafting in sizes:
-            total += fwd.forward_ms(drafting, kv_per_seq * drafting, drafting)
+        last, last_ms = -1, 0.0
+        for drafting in sizes:  # passes of equal size (a uniform proposal) are priced once
+            if drafting != last:
+                last, last_ms = drafting, fwd.forward_ms(drafting, kv_per_seq * drafting, drafting)
+            total += last_ms
         return total
 
     def step_time(self, shape: StepShape) -> StepTime:

@@ -3,7 +3,7 @@
 For every batch size B, K(B) = argmax over k in 0..max_k of B*l(alpha, k) / T_step(uniform_shape(B, B*ctx, k))
 (policies/goodput.py), then equal neighbours are merged into [[start_bs, end_bs, K], ...].
 
-    build-k-table --calibration llama3-8b-eagle-h100 --alpha 0.7 --context 512 --max-k 7 --out table.json
+    build-k-table --calibration turbospec-llama3-8b-eagle-h100 --alpha 0.7 --context 512 --max-k 7 --out table.json
     simulate ... --policy vllm-table:table=table.json
 
 The table is written to a temporary name and renamed into place; `--version` prints the package
@@ -18,14 +18,14 @@ import sys
 from typing import Sequence
 
 import specdec_sim
-from specdec_sim.costmodel import CalibrationError, CostModel, load_calibration
+from specdec_sim.costmodel import DEFAULT_CALIBRATION, CalibrationError, CostModel, load_calibration
 from specdec_sim.costmodel.calibration import write_atomically
 
 from specdec_sim.policies.goodput import best_uniform_k
 
 
 def build_k_table(cost: CostModel, alpha: float, context_tokens: int, max_k: int,
-                  batch_sizes: Sequence[int]) -> list[list[int]]:
+                  batch_sizes: Sequence[int], candidates: Sequence[int] | None = None) -> list[list[int]]:
     """[[start_bs, end_bs, K], ...]: each listed size b covers b..(next listed size - 1), the last only itself."""
     sizes = sorted(set(int(b) for b in batch_sizes))
     if not sizes or sizes[0] < 1:
@@ -33,7 +33,7 @@ def build_k_table(cost: CostModel, alpha: float, context_tokens: int, max_k: int
     rows: list[list[int]] = []
     for i, b in enumerate(sizes):
         end = sizes[i + 1] - 1 if i + 1 < len(sizes) else b
-        k = best_uniform_k(cost, alpha, b, context_tokens, max_k)
+        k = best_uniform_k(cost, alpha, b, context_tokens, max_k, candidates=candidates)
         if rows and rows[-1][2] == k:
             rows[-1][1] = end
         else:
@@ -49,11 +49,14 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="build-k-table", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"build-k-table {specdec_sim.__version__}")
-    p.add_argument("--calibration", default="llama3-8b-eagle-h100", help="shipped calibration name or JSON path")
+    p.add_argument("--calibration", default=DEFAULT_CALIBRATION, help="shipped calibration name or JSON path "
+                   f"(default: {DEFAULT_CALIBRATION})")
     p.add_argument("--alpha", type=float, default=0.7, help="per-token acceptance rate in [0, 1]")
     p.add_argument("--context", type=int, default=512, help="context tokens per request")
     p.add_argument("--max-k", type=int, default=7, help="largest K to consider")
     p.add_argument("--max-batch", type=int, default=256, help="table covers batch sizes 1..max-batch")
+    p.add_argument("--candidates", default=None, metavar="K1,K2,...",
+                   help="only these proposal lengths (e.g. 0,2,3: the values a deployment allows; default 0..max-k)")
     p.add_argument("--out", default="-", help="output JSON path ('-' = stdout)")
     return p
 
@@ -69,11 +72,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"--alpha {args.alpha} must be in [0, 1]")
     if args.context < 0 or not 0 <= args.max_k <= 64 or not 1 <= args.max_batch <= 100_000:
         return _fail("--context must be >= 0, --max-k in 0..64, --max-batch in 1..100000")
+    candidates = None
+    if args.candidates is not None:
+        try:
+            candidates = sorted({int(v) for v in args.candidates.split(",") if v.strip()})
+        except ValueError:
+            return _fail(f"--candidates {args.candidates!r}: give comma-separated integers, e.g. 0,2,3")
+        if not candidates or min(candidates) < 0 or max(candidates) > args.max_k:
+            return _fail(f"--candidates {args.candidates!r}: values must be in 0..--max-k ({args.max_k})")
     try:
         cost = CostModel(load_calibration(args.calibration))
     except CalibrationError as exc:
         return _fail(str(exc))
-    table = build_k_table(cost, args.alpha, args.context, args.max_k, range(1, args.max_batch + 1))
+    table = build_k_table(cost, args.alpha, args.context, args.max_k, range(1, args.max_batch + 1), candidates)
     text = json.dumps(table)
     if args.out == "-":
         print(text)

@@ -37,7 +37,7 @@ PROPERTY = settings(max_examples=40, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 
-def shipped(name: str = "llama3-8b-eagle-h100") -> dict:
+def shipped(name: str = "turbospec-llama3-8b-eagle-h100") -> dict:
     return json.loads((CALIBRATION_DIR / f"{name}.json").read_text())
 
 
@@ -149,7 +149,7 @@ def test_a_narrower_valid_range_accepts_what_the_default_range_refuses(tmp_path)
     cal = load_calibration(path)
     cost = CostModel(cal)
     assert cost.step_time_s(uniform_shape(64, 0, 0)) > 0
-    with pytest.raises(CalibrationError, match="'llama3-8b-eagle-h100': a step of 200 sequences") as exc:
+    with pytest.raises(CalibrationError, match="'turbospec-llama3-8b-eagle-h100': a step of 200 sequences") as exc:
         cost.step_time_s(uniform_shape(200, 0, 0))  # outside the range: a line, not a negative SimPy delay
     assert "keep the engine options inside it" in str(exc.value) and "\n" not in str(exc.value)
 
@@ -283,7 +283,7 @@ def test_write_atomically_leaves_the_old_file_when_the_rename_fails(tmp_path, mo
 
 
 def test_check_step_times_names_a_calibration_built_in_code():
-    cal = load_calibration("llama3-8b-eagle-h100")
+    cal = load_calibration("turbospec-llama3-8b-eagle-h100")
     bad = replace(cal, target=replace(cal.target, per_seq_ms=-1.0))
-    with pytest.raises(CalibrationError, match=r"^calibration 'llama3-8b-eagle-h100': target step time"):
+    with pytest.raises(CalibrationError, match=r"^calibration 'turbospec-llama3-8b-eagle-h100': target step time"):
         check_step_times(bad)

@@ -19,7 +19,7 @@ from specdec_sim.policies.tree import expected_accepted_tree, sample_accepted_tr
 from specdec_sim.costmodel import CostModel, load_calibration
 from specdec_sim.policies.goodput import expected_tokens
 
-COST = CostModel(load_calibration("llama3-8b-eagle-h100"))
+COST = CostModel(load_calibration("turbospec-llama3-8b-eagle-h100"))
 
 
 Req = FakeRequest
@@ -73,7 +73,7 @@ def test_greedy_is_fast_at_256_requests():
 def test_greedy_respects_caps():
     batch = make_batch([0.9] * 4, style="ngram")
     batch.requests[0].ngram_match = False
-    batch.requests[1].tokens_left = 3
+    batch.requests[1].budget_left = 3
     ks = allocate_greedy(batch, [0.9] * 4, 7).ks
     assert ks[0] == 0 and ks[1] <= 2 and max(ks) <= 7
 
@@ -164,22 +164,26 @@ def test_build_k_table_from_goodput():
 
 def test_build_table_cli(tmp_path, capsys):
     out = tmp_path / "table.json"
-    assert build_table_main(["--alpha", "0.7", "--context", "512", "--max-k", "7", "--max-batch", "64",
-                             "--out", str(out)]) == 0
+    assert build_table_main(["--calibration", "turbospec-llama3-8b-eagle-h100", "--alpha", "0.7", "--context", "512",
+                             "--max-k", "7", "--max-batch", "64", "--out", str(out)]) == 0
     rows = json.loads(out.read_text())
-    assert rows[0][:1] == [1] and rows[-1][1] == 64 and rows[0][2] == 5
+    assert rows[0][:1] == [1] and rows[-1][1] == 64 and rows[0][2] == 5  # the reference's k* = 5 at B = 1
+    assert build_table_main(["--alpha", "0.6338", "--context", "256", "--candidates", "0,2,3", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())[-1] == [182, 256, 0]  # the k values of vLLM PR #32374's table
+    assert build_table_main(["--candidates", "0,x"]) == 2
     assert build_table_main(["--alpha", "1.5"]) == 2
     assert build_table_main(["--calibration", "no-such-calibration"]) == 2
     assert build_table_main(["--out", str(tmp_path / "missing" / "t.json"), "--max-batch", "2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 3 and all(line.startswith("build_table: error:") for line in err)
+    assert len(err) == 4 and all(line.startswith("build_table: error:") for line in err)
 
 
 # ---- spec parsing ---------------------------------------------------------------------------
 def test_all_policies_build_with_every_parameter():
     specs = ["vllm-disable:k=2,threshold=8", "vllm-table:table=1-4:5;5-16:3;17-1024:0",
-             "smartspec:k_max=5,interval=10,bias=1.2,sticky_steps=50,alpha=0.6,counting=prefix,oom_guard=0",
-             "turbospec:k_max=5,interval=100,window=50,initial_alpha=0.6,per_request=1,counting=position,reprobe=0",
+             "smartspec:k_max=5,interval=10,bias=1.2,sticky_steps=50,alpha=0.6,counting=prefix,oom_guard=0,"
+             "sticky=redecide,ngram=as-draft,lookup_ms=0.5",
+             "turbospec:k_max=5,interval=100,window=50,initial_alpha=0.6,per_request=1,counting=position,reprobe=verify",
              "goodput-greedy:k_max=5,prior=20,initial_alpha=0.6,window=50,counting=prefix", "oracle:k_max=4"]
     for spec in specs:
         assert make_policy(spec).propose(make_batch([0.7] * 4)) is not None
@@ -197,7 +201,7 @@ def test_bad_specs_raise_policy_spec_error(spec):
 
 NAMES = ["none", "fixed", "vllm-disable", "vllm-table", "smartspec", "turbospec", "goodput-greedy", "oracle"]
 KEYS = ["k", "k_max", "threshold", "table", "interval", "bias", "sticky_steps", "alpha", "counting", "window",
-        "oom_guard", "reprobe", "initial_alpha", "per_request", "prior", "x"]
+        "oom_guard", "reprobe", "initial_alpha", "per_request", "prior", "sticky", "ngram", "lookup_ms", "x"]
 
 
 @settings(max_examples=300, deadline=None)
