@@ -21,7 +21,9 @@ from specdec_sim.simulator.engine import run_simulation
 from specdec_sim.traces import bundled_trace, load_trace, synthetic_trace
 
 BASELINES = ["none"] + [f"fixed:{k}" for k in range(1, 8)]
-ADAPTIVE = ["smartspec", "turbospec", "goodput-greedy", "oracle"]
+# the author-named policies run as released; turbospec:counting=position is the improved estimator
+# (docs/policy-variants.md)
+ADAPTIVE = ["smartspec", "turbospec", "turbospec:counting=position", "goodput-greedy", "oracle"]
 
 
 @dataclass(frozen=True)
@@ -31,10 +33,17 @@ class Workload:
     max_num_seqs: int = 1024
     num_requests: int = 600
     seed: int = 1
+    engine_options: tuple[tuple[str, object], ...] = ()  # further SimConfig fields (calibration, engine, ...)
 
     def config(self) -> SimConfig:
         return SimConfig(acceptance=self.acceptance, acceptance_spread=self.spread,
-                         max_num_seqs=self.max_num_seqs, record_steps=False)
+                         max_num_seqs=self.max_num_seqs, record_steps=False, **dict(self.engine_options))
+
+
+# The TurboSpec authors' linear fit on the V0 engine, priced exactly and with true lengths known: the setting the
+# policy claims of tests/test_policies_e2e.py were measured in (README's first policy table).
+LEGACY = (("calibration", "turbospec-llama3-8b-eagle-h100"), ("policy_calibration", "same"), ("engine", "v0"),
+          ("kv_watermark", 0.0), ("oracle_lengths", True))
 
 
 def sharegpt_trace(rate: float, workload: Workload):
@@ -91,13 +100,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mixed-rates", default="2,8,32", help="rates for the mixed-acceptance workload")
     ap.add_argument("--mixed-acceptance", default="mt-bench")
     ap.add_argument("--no-oracle", action="store_true")
+    ap.add_argument("--legacy", action="store_true", help="the TurboSpec authors' fit on the V0 engine, priced "
+                                                           "exactly (the setting of the first README table)")
+    ap.add_argument("--calibration", default=None, help="calibration name or path (default: the shipped default)")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args(argv)
     log = (lambda m: print(m, file=sys.stderr, flush=True)) if args.verbose else None
     adaptive = [p for p in ADAPTIVE if not (args.no_oracle and p == "oracle")]
 
     rates = _parse_rates(args.rates)
-    main_load = Workload(acceptance=args.acceptance, max_num_seqs=args.max_num_seqs, num_requests=args.num_requests)
+    options = LEGACY if args.legacy else ((("calibration", args.calibration),) if args.calibration else ())
+    main_load = Workload(acceptance=args.acceptance, max_num_seqs=args.max_num_seqs, num_requests=args.num_requests,
+                         engine_options=options)
     print(f"## ShareGPT lengths, Poisson, acceptance {args.acceptance}, max_num_seqs {args.max_num_seqs}, "
           f"{args.num_requests} requests per rate: mean E2E ms (ratio to best of none/fixed:1..7)\n")
     results = run_grid(rates, BASELINES + adaptive, main_load, log)
@@ -105,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 
     mixed_rates = _parse_rates(args.mixed_rates)
     mixed = Workload(acceptance=args.mixed_acceptance, spread=args.spread, max_num_seqs=args.max_num_seqs,
-                     num_requests=args.num_requests)
+                     num_requests=args.num_requests, engine_options=options)
     print(f"\n## Mixed per-request acceptance ({args.mixed_acceptance}, Beta concentration {args.spread:g}): "
           "mean E2E ms (ratio to best of none/fixed:1..7)\n")
     mixed_policies = BASELINES + ["smartspec", "goodput-greedy"] + ([] if args.no_oracle else ["oracle"])

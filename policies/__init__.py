@@ -7,8 +7,11 @@ Registered (smartspec-reference.md sections in brackets; every parameter is a ke
   none; fixed:k                                              (6.1 i-ii)
   vllm-disable:k,threshold                                   (6.1 iii, 5.3 #4592)
   vllm-table:table=1-4:5;5-16:3;17-1024:0 | table=path.json  (6.1 iv)
-  smartspec:k_max,interval,bias,sticky_steps,alpha,counting,oom_guard  (2.1, 2.2, 1.3, 1.4)
-  turbospec:k_max,interval,window,initial_alpha,per_request,counting,reprobe  (2.3)
+  smartspec:k_max,interval,bias,sticky_steps,alpha,counting,oom_guard,
+            sticky=released|redecide,ngram=released|as-draft,lookup_ms      (2.1, 2.2, 1.3, 1.4)
+  turbospec:k_max,interval,window,initial_alpha,per_request,counting=prefix|position,
+            reprobe=truncate|verify                                          (2.3)
+The author-named policies run as released by default; docs/policy-variants.md lists the variants.
   goodput-greedy:k_max,prior,initial_alpha,window,counting   (6.2 items 1-2)
   oracle:k_max   (true per-request alpha: an upper bound, not a real policy)
 """

@@ -17,7 +17,8 @@ class SpecRequest(Protocol):
 
     request_id: int
     context_tokens: int  # prompt + generated tokens held in the KV cache
-    tokens_left: int  # output tokens still to emit
+    budget_left: int  # output tokens max_tokens still allows (max_tokens - generated): a server never knows
+    #                   the true remaining length until EOS (with --oracle-lengths it is the true one)
     alpha: float  # the request's true per-token acceptance probability: only the oracle may read it
     ngram_match: bool  # prompt lookup: whether this step's n-gram lookup found a match
 

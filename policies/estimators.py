@@ -83,11 +83,16 @@ class LifetimeEma:
     fixed: bool = False
     lifetime: StepCounts = field(default_factory=StepCounts)
 
-    def update(self, outcome) -> None:
+    def update(self, outcome, spec_step: bool = False) -> None:
+        """Merge the step's counts and move alpha toward the lifetime ratio. A step that drafted
+        nothing is skipped unless `spec_step`: V0 calls set_token_acceptance_rate after every step of
+        its speculative path (an n-gram step verifying 0 included) with the unchanged lifetime ratio,
+        skipping it only while that ratio is NaN (nothing drafted since start) [C-SDW]."""
         step = outcome_counts(outcome)
-        if step.drafted <= 0:
+        if step.drafted > 0:
+            self.lifetime.merge(step)
+        elif not spec_step:
             return
-        self.lifetime.merge(step)
         rho = self.lifetime.ratio(self.counting)
         if rho is not None and not self.fixed:
             self.alpha = self.weight * self.alpha + (1.0 - self.weight) * rho

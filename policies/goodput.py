@@ -6,11 +6,11 @@ T_step     = CostModel.step_time_s(StepShape)                            (1.4)
 
 Conventions shared by all policies (one place, no copies):
 
-* A request's usable k is what the engine will actually run: capped at tokens_left - 1 (it cannot
-  emit more than it has left), and 0 for prompt-lookup requests whose n-gram lookup found no match
-  (section 3: unmatched requests contribute 1 token and 1 batched token). So expected tokens are
-  effectively capped by tokens_left; SmartSpec's code does not do this, it only matters for
-  requests about to finish.
+* A request's usable k is what the engine will actually run: capped at budget_left - 1 (max_tokens
+  lets it emit no more; a server does not know the true remaining length, which only the oracle
+  lengths option reveals), and 0 for prompt-lookup requests whose n-gram lookup found no match
+  (section 3: unmatched requests contribute 1 token and 1 batched token). SmartSpec's code does not
+  cap; it only matters for requests about to reach max_tokens.
 * style "tree": k is the number of draft-tree nodes and E[tokens] = 1 + expected_accepted_tree
   (policies/tree.py); "draft" and "ngram" use the chain formula l(alpha, k).
 * The step is priced with the StepShape builder the engine uses (`costmodel.step_shape`), from
@@ -51,10 +51,10 @@ def step_tokens(alpha: float, k: int, style: str = "draft") -> float:
 
 
 def usable_k(request, k: int, style: str) -> int:
-    """The k the engine will run for this request: capped by tokens_left - 1, 0 for unmatched n-gram lookups."""
+    """The k the engine will run for this request: capped by budget_left - 1, 0 for unmatched n-gram lookups."""
     if style == "ngram" and not request.ngram_match:
         return 0
-    return max(0, min(k, request.tokens_left - 1))
+    return max(0, min(k, request.budget_left - 1))
 
 
 def running_size(batch) -> int:
@@ -198,10 +198,11 @@ def uniform_shape_goodput(cost: CostModel, alpha: float, batch_size: int, contex
 
 
 def best_uniform_k(cost: CostModel, alpha: float, batch_size: int, context_tokens: int, max_k: int,
-                   style: str = "draft") -> int:
-    """argmax over k in 0..max_k of uniform_shape_goodput (ties go to the smaller k)."""
-    values = [uniform_shape_goodput(cost, alpha, batch_size, context_tokens, k, style) for k in range(max_k + 1)]
-    return max(range(max_k + 1), key=lambda k: (values[k], -k))
+                   style: str = "draft", candidates: Sequence[int] | None = None) -> int:
+    """argmax over k in `candidates` (default 0..max_k) of uniform_shape_goodput (ties go to the smaller k)."""
+    ks = sorted(set(range(max_k + 1) if candidates is None else candidates))
+    values = {k: uniform_shape_goodput(cost, alpha, batch_size, context_tokens, k, style) for k in ks}
+    return max(ks, key=lambda k: (values[k], -k))
 
 
 def has_knee(cost: CostModel) -> bool:

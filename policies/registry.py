@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from specdec_sim.policies.base import FixedK, NoSpeculation, Policy
 from specdec_sim.policies.greedy import GoodputGreedy, Oracle
-from specdec_sim.policies.smartspec import SmartSpec
+from specdec_sim.policies.smartspec import V0_NGRAM_ZERO_DRAFT_MS, SmartSpec
 from specdec_sim.policies.turbospec import TurboSpec
 from specdec_sim.policies.vllm import VllmDisable, VllmTable, load_table
 
@@ -85,15 +85,17 @@ def _smartspec(params: dict[str, str]) -> Policy:
     return SmartSpec(k_max=_int(params, "k_max", None, 0, 64), interval=_int(params, "interval", 20, 1),
                      bias=_float(params, "bias", 1.1, 1e-6, 1e6), sticky_steps=_int(params, "sticky_steps", 100, 1),
                      alpha=_float(params, "alpha", None, 0.0, 1.0), counting=_str(params, "counting", "position"),
-                     oom_guard=_bool(params, "oom_guard", True))
+                     oom_guard=_bool(params, "oom_guard", True), sticky=_str(params, "sticky", "released"),
+                     ngram=_str(params, "ngram", "released"),
+                     lookup_ms=_float(params, "lookup_ms", V0_NGRAM_ZERO_DRAFT_MS, 0.0, 1e6))
 
 
 def _turbospec(params: dict[str, str]) -> Policy:
     return TurboSpec(k_max=_int(params, "k_max", None, 0, 64), interval=_int(params, "interval", 200, 1),
                      window=_int(params, "window", 100, 1, 10**6),
                      initial_alpha=_float(params, "initial_alpha", 0.5, 0.0, 1.0),
-                     per_request=_bool(params, "per_request", False), counting=_str(params, "counting", "position"),
-                     reprobe=_bool(params, "reprobe", True))
+                     per_request=_bool(params, "per_request", False), counting=_str(params, "counting", "prefix"),
+                     reprobe=_str(params, "reprobe", "truncate"))
 
 
 def _goodput_greedy(params: dict[str, str]) -> Policy:

@@ -1,25 +1,31 @@
-"""TurboSpec V1 AutoTuner (`req-dsd` branch): windowed alpha, 200-step decisions, max-k re-probe.
+"""TurboSpec V1 AutoTuner (`req-dsd` branch): windowed alpha, 200-step decisions, max-k re-probe; as released.
 
-smartspec-reference.md sections 2.3 (decision), 1.3 (alpha), 1.4 (mixed-batch cost), 5.1:
+smartspec-reference.md sections 2.3 (decision), 1.3 (alpha), 1.4 (mixed-batch cost), 5.1;
+docs/policy-variants.md lists the as-released defaults against the options.
 
 * alpha = plain mean of the last `window` (100) step ratios rho_step over requests that drafted;
-  0.5 before any history. `counting=prefix` is the V1 code's literal rho_step = sum accepted /
-  sum drafted with accepted_r = len(generated_r) - 1. That ratio is biased low for k > 1
-  (E[accepted]/k < alpha) and, fed back into l(alpha, k), collapses k to 0 at low acceptance
-  (k = 0 steps give no samples; the max-k re-probes give the lowest ratios): in the simulator it
-  turned a light-load run into plain decoding (1.18x the best fixed k at alpha 0.4). The default
-  `counting=position` estimates the per-position alpha that l(alpha, k) assumes, as V0's
-  rejection sampler counted it, imputing positions after a rejection at the current estimate
+  0.5 before any history. Default `counting=prefix`: the V1 code's rho_step = sum accepted / sum
+  drafted with accepted_r = len(generated_r) - 1 [C-AT] update_history_and_get_acceptance_rates.
+  That ratio is biased low for k > 1 (E[accepted]/k < alpha) and, fed back into l(alpha, k), can
+  collapse k to 0 at low acceptance (k = 0 steps give no samples). The improved variant
+  `counting=position` estimates the per-position alpha that l(alpha, k) assumes, as V0's rejection
+  sampler counted it, imputing positions after a rejection at the current estimate
   (policies/estimators.py).
-* At t % interval == 0 (interval 200): scan v = 0..k_max with early stop, NO k=0 bias, pricing
-  the whole step including prefill chunks (batch.prefill_tokens: N_sched_wo_spec).
-* Between decisions every request proposes the last v; at (t+1) % interval == 0 every request
-  proposes k_max (re-probe with full-length drafts, so the window sees long drafts). V1 drafts
-  k_max there but verifies only the v it then picks; here draft and verify length are one k, so
-  the re-probe step also verifies k_max tokens (and reserves their KV slots): at a large batch
-  that one step is several times a normal one. `reprobe=0` drops it.
+* At t % interval == 0 (interval 200, t counting the decode steps the policy is asked about): scan
+  v = 0..k_max with early stop, NO k=0 bias, pricing the whole step including prefill chunks
+  (batch.prefill_tokens: N_sched_wo_spec). V1 skips the decision when no request has drafts
+  (prompt lookup with no match) and keeps the last v; so do we. Between decisions every request
+  proposes the last v.
+* Re-probe, `reprobe=truncate` (default, as released): V1 sets the proposer to k_max for the drafts
+  of the decision step ((t+1) % interval == 0 at the end of the step before) and truncates them to
+  the v it picks, so the scan can cover 0..k_max and only v is verified. Here draft and verify
+  length are one k, so the decision step proposes v; the (k_max - v) extra draft passes of that one
+  step are not charged. `reprobe=verify` (before issue 11): the step before each decision proposes
+  AND verifies k_max (its KV slots too), so the window sees long drafts; at a large batch that step
+  is several times a normal one. `reprobe=0`/`1` read as truncate/verify.
 * per_request=1: k_r = round(v* * B * alpha_r / sum_j alpha_j), alpha_r the request's windowed
   mean of its own step ratios (the global alpha until it has history), clamped to 0..k_max.
+* Not modelled: V1's step counter also counts steps without decodes (the policy is not called there).
 """
 from __future__ import annotations
 
@@ -29,6 +35,21 @@ from specdec_sim.policies.estimators import PerRequestStats, WindowMean, check_c
 from specdec_sim.policies.goodput import scan_uniform_k
 
 
+REPROBE_MODES = ("truncate", "verify")
+_REPROBE_ALIASES = {"0": "truncate", "false": "truncate", "no": "truncate",
+                    "1": "verify", "true": "verify", "yes": "verify"}
+
+
+def reprobe_mode(value) -> str:
+    """`truncate` or `verify` from a mode name, a bool or 0/1 (the pre-issue-11 boolean option)."""
+    if isinstance(value, bool):
+        return "verify" if value else "truncate"
+    text = _REPROBE_ALIASES.get(str(value).strip().lower(), str(value).strip().lower())
+    if text not in REPROBE_MODES:
+        raise ValueError(f"turbospec: reprobe must be one of {', '.join(REPROBE_MODES)} (or 0/1), not {value!r}")
+    return text
+
+
 @dataclass
 class TurboSpec:
     k_max: int | None = None
@@ -36,12 +57,13 @@ class TurboSpec:
     window: int = 100
     initial_alpha: float = 0.5
     per_request: bool = False
-    counting: str = "position"
-    reprobe: bool = True  # propose k_max at (t+1) % interval == 0 (reprobe=0 to study its cost)
+    counting: str = "prefix"
+    reprobe: str = "truncate"
     name: str = field(default="turbospec", init=False)
 
     def __post_init__(self) -> None:
         check_counting(self.counting)
+        self.reprobe = reprobe_mode(self.reprobe)
         if self.k_max is not None and not 0 <= self.k_max <= 64:
             raise ValueError("turbospec: k_max must be in 0..64")
         if not 1 <= self.interval <= 10**9:
@@ -77,9 +99,9 @@ class TurboSpec:
     def propose(self, batch) -> list[int]:
         t = self.step
         self.step += 1
-        if t % self.interval == 0:
+        if t % self.interval == 0 and (batch.style != "ngram" or any(r.ngram_match for r in batch.requests)):
             self.verify_len = self.decide(batch)
-        if self.reprobe and (t + 1) % self.interval == 0:
+        if self.reprobe == "verify" and (t + 1) % self.interval == 0:
             return [self._k_max(batch)] * batch.size
         if self.per_request:
             return self.proportional_split(batch, self.verify_len)
@@ -94,4 +116,4 @@ class TurboSpec:
         return self.estimator.alpha
 
 
-__all__ = ["TurboSpec"]
+__all__ = ["TurboSpec", "REPROBE_MODES", "reprobe_mode"]

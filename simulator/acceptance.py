@@ -9,15 +9,23 @@ Per request, alpha_r ~ Beta(mean * c, (1 - mean) * c) with concentration c (spre
 publishes the per-request distribution, so c is a modelling choice (default 20, about +-0.1).
 Per step a request proposing k accepts the first j drafts with probability alpha^j (i.i.d.
 Bernoulli per position, stopping at the first rejection), drawn by inversion with one uniform.
+
+Acceptance measured on real models replaces all of this when given (`--acceptance-trace`,
+`--acceptance-profile`; simulator/measured_acceptance.py decides which request gets what, and
+`AcceptanceDrawer` replays spans or draws from the request's process). The drawer also counts
+accepted drafts per draft for vLLM's per-position rates (simulator/spec_metrics.py).
 """
 from __future__ import annotations
 
+import functools
 import math
 import random
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
+
+from specdec_sim.simulator.spec_metrics import PositionCounts
 
 DEFAULT_SPREAD = 20.0
 
@@ -148,17 +156,31 @@ class AcceptanceDrawer:
     sequential Bernoulli draws stopping at the first rejection); "batch": one uniform shared by
     the step (the SmartSpec authors' synthetic sampler); "per-position": conditional rates per
     draft position; style "tree": `tree_sampler`. `ngram_match_prob` is prompt lookup's chance
-    that a step finds a match (drawn by the replica before the policy proposes)."""
+    that a step finds a match (drawn by the replica before the policy proposes).
+
+    `measured` (an acceptance trace or profile, simulator/measured_acceptance.py): requests carrying
+    `spans` replay them exactly (the step whose last input token is output token i = generated - 1
+    accepts min(spans[i] - 1, k)); requests carrying a `process` draw their span from it. Tree steps
+    accept along the best path: at most the depth of the tree's rank-1 chain. `positions` counts
+    accepted drafts per draft for vLLM's per-position rates (simulator/spec_metrics.py)."""
 
     def __init__(self, mode: str, style: str, rng: random.Random, position_rates: tuple[float, ...] = (),
-                 tree_sampler: TreeSampler | None = None, ngram_match_prob: float = 1.0):
+                 tree_sampler: TreeSampler | None = None, ngram_match_prob: float = 1.0, measured: bool = False):
         self.mode = mode
         self.rng = rng
         self.position_rates = position_rates
         self.tree_sampler = tree_sampler if style == "tree" else None
+        self.tree = style == "tree"
         self.ngram_match_prob = ngram_match_prob
+        self.measured = measured
+        self.positions = PositionCounts()
 
     def draw(self, requests: Sequence, ks: Sequence[int]) -> list[int]:
+        accepted = self._draw_measured(requests, ks) if self.measured else self._draw(requests, ks)
+        self.positions.add(ks, accepted)
+        return accepted
+
+    def _draw(self, requests: Sequence, ks: Sequence[int]) -> list[int]:
         rng = self.rng
         if self.tree_sampler is not None:
             sample = self.tree_sampler
@@ -172,3 +194,50 @@ class AcceptanceDrawer:
         rand, log = rng.random, math.log
         return [(j if (j := int(log(1.0 - rand()) / r.log_alpha)) < k else k) if k and r.alpha > 0.0 else 0
                 for r, k in zip(requests, ks)]
+
+    def _span(self, req) -> int:
+        """The span of the request's step about to run (replayed, or drawn once per step from its process)."""
+        spans = req.spans
+        if spans is not None:
+            return spans[(req.generated - 1) % len(spans)]
+        return req.process.current_span(self.rng)
+
+    def _draw_measured(self, requests: Sequence, ks: Sequence[int]) -> list[int]:
+        out = []
+        for req, k in zip(requests, ks):
+            span = self._span(req)
+            reach = k if not self.tree else chain_depth(req.alpha, k)
+            acc = span - 1 if span - 1 < reach else reach
+            left = req.tokens_left
+            if acc >= left:  # the output ends inside the drafts (EOS): what follows it is not accepted
+                acc = left - 1
+            if req.process is not None:
+                req.process.advance(acc + 1)
+            out.append(acc)
+        return out
+
+    def mark_matches(self, requests: Sequence) -> None:
+        """Prompt lookup with measured acceptance: a step finds a match where its span is >= 2 (a span of 1 is
+        counted as no match; see traces/acceptance_profile.py). Only the match is exposed, never the span."""
+        for req in requests:
+            req.ngram_match = self._span(req) >= 2
+
+
+@functools.lru_cache(maxsize=4096)
+def _chain_depth_cached(alpha: float, nodes: int) -> int:
+    from specdec_sim.policies.tree import build_tree
+
+    tree = build_tree(alpha, nodes)
+    on_chain, depth = {-1}, 0
+    for i, (parent, rank) in enumerate(zip(tree.parents, tree.ranks)):
+        if rank == 1 and parent in on_chain:
+            on_chain.add(i)
+            depth += 1
+    return depth
+
+
+def chain_depth(alpha: float, nodes: int) -> int:
+    """Depth of the rank-1 (best) path in the best-first tree of `nodes` nodes (policies/tree.py)."""
+    if nodes <= 0:
+        return 0
+    return _chain_depth_cached(round(min(max(alpha, 0.0), 0.999), 3), nodes)

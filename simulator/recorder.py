@@ -159,6 +159,7 @@ class Recorder:
         self.total_preemptions = 0
         self.completed = 0
         self.on_finish = on_finish
+        self.on_done: Callable[[], None] | None = None  # called when any request finishes or fails (closed loop)
         self.progress_every = max(1, min(500, n // 200))  # callbacks often enough for a bar on small runs
         self.emissions: dict[int, Emissions] = {}  # per replica
 
@@ -191,6 +192,8 @@ class Recorder:
         self.completed += 1
         if self.on_finish is not None and self.completed % self.progress_every == 0:
             self.on_finish(self.completed)
+        if self.on_done is not None:
+            self.on_done()
 
     def fail(self, req: Request, now: float, reason: str) -> None:
         i = req.index
@@ -201,6 +204,8 @@ class Recorder:
         gaps = self._emissions(req.replica).gaps(i)
         if gaps:
             self.itl_hist.remove(gaps)
+        if self.on_done is not None:
+            self.on_done()
 
     def _track_emissions(self, rec: StepRecord, expected: int) -> None:
         """Note which requests emitted in this step (see `Emissions`); every gap is accounted for."""

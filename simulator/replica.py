@@ -86,7 +86,9 @@ class Replica:
     def propose(self, decoding: list[Request], prefill_tokens: int, num_prefill: int) -> list[int]:
         """The policy's proposal lengths for `decoding`, capped to what the engine can run."""
         ngram = self.style == "ngram"
-        if ngram:
+        if ngram and self.acceptance.measured:  # replayed or profiled acceptance: matches come from the data
+            self.acceptance.mark_matches(decoding)
+        elif ngram:
             rand = self.rng.random
             for req in decoding:  # prompt lookup: this step's n-gram match per request
                 req.ngram_match = rand() < self.acceptance.ngram_match_prob
@@ -97,14 +99,14 @@ class Replica:
         ks = self.policy.propose(batch)
         max_k = self.max_k
         top = max(ks)
-        if not ngram and top <= max_k and min(ks) >= 0 and top < min(r.tokens_left for r in decoding):
+        if not ngram and top <= max_k and min(ks) >= 0 and top < min(r.budget_left for r in decoding):
             return list(ks)  # nothing to cap: the common case
         out = []
         for req, k in zip(decoding, ks):
             if k > max_k:
                 k = max_k
-            if k >= req.tokens_left:
-                k = req.tokens_left - 1
+            if k >= req.budget_left:  # max_tokens: the server cannot use more (it knows no EOS in advance)
+                k = req.budget_left - 1
             if k < 0 or (ngram and not req.ngram_match):
                 k = 0
             out.append(k)

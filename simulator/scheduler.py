@@ -8,10 +8,11 @@ applies the step's outcome: tokens emitted, prefill chunks done, unused lookahea
 finished requests released. Both return values (`StepPlan`, `StepResult`) that the replica
 hands on; requests that can never run are returned as failures with a reason.
 
-Modes: V0 (default, as SmartSpec's V0 engine): a step with prefill carries only prefill and
-does not speculate. `chunked_prefill`: decodes first, prefill chunks fill the token budget,
-no speculation in steps with a chunk; with `spec_in_prefill_steps` too, decodes and their
-drafts come first and chunks fill what is left (vLLM V1).
+Modes (simulator/engine_mode.py picks them): V0 (as SmartSpec's V0 engine): a step with prefill
+carries only prefill and does not speculate. `chunked_prefill`: decodes first, prefill chunks fill
+the token budget, no speculation in steps with a chunk; with `spec_in_prefill_steps` too, decodes
+and their drafts come first and chunks fill what is left (vLLM V1). Admission keeps a watermark
+of free blocks (vLLM's 1 %).
 """
 from __future__ import annotations
 
@@ -59,8 +60,12 @@ class Scheduler:
     """Waiting queue, running batch and KV cache of one replica."""
 
     def __init__(self, kv: KVCache, max_num_seqs: int, max_num_batched_tokens: int, chunked_prefill: bool,
-                 spec_in_prefill_steps: bool, max_k: int):
+                 spec_in_prefill_steps: bool, max_k: int, watermark_blocks: int = 0):
+        """`watermark_blocks`: blocks admission leaves free (vLLM's watermark, 1 % of the cache by default), so
+        a request admitted now is not preempted by the next step's growth."""
         self.kv = kv
+        self.watermark = watermark_blocks
+        self.prefill_tokens_computed = 0  # prompt (and recomputed) tokens this replica's prefills computed
         self.max_num_seqs = max_num_seqs
         self.token_budget = max_num_batched_tokens
         self.chunked_prefill = chunked_prefill
@@ -112,7 +117,7 @@ class Scheduler:
 
     def _impossible(self, req: Request) -> str | None:
         """Why a request can never run here, or None."""
-        if self.kv.blocks_for(req.prompt_tokens + req.output_tokens + self.max_k + 1) > self.kv.total:
+        if self.kv.blocks_for(req.prompt_tokens + req.output_tokens + self.max_k + 1) > self.kv.total - self.watermark:
             return "needs more KV-cache blocks than the replica has"
         if not self.chunked_prefill and req.prefill_target > self.token_budget:
             return "prompt longer than max_num_batched_tokens without chunked prefill"
@@ -127,19 +132,38 @@ class Scheduler:
             if reason is not None:
                 plan.failed.append((self.waiting.popleft(), reason))
                 continue
-            target = req.prefill_target
-            chunk = target if not self.chunked_prefill else min(target, token_budget)
-            if chunk > token_budget:
+            hits = self._map_cached_prefix(req)
+            remaining = req.prefill_target - req.prefill_done
+            chunk = remaining if not self.chunked_prefill else min(remaining, token_budget)
+            need = self._chunk_blocks(req, chunk) if chunk <= token_budget else 0
+            if chunk > token_budget or need > self.kv.available - self.watermark:
+                if hits:
+                    self._unmap_cached_prefix(req)
                 break
-            need = self._chunk_blocks(req, chunk)
-            if need > self.kv.free:
-                break
+            if hits or (self.kv.prefix is not None and req.hashes is not None):
+                self.kv.prefix.query_tokens += req.prompt_tokens
+                self.kv.prefix.hit_tokens += req.prefill_done
             self.waiting.popleft()
             self.kv.grow(req, need)
             self.running.append(req)
             chunks.append((req, chunk))
             token_budget -= chunk
         return chunks
+
+    def _map_cached_prefix(self, req: Request) -> int:
+        """Map the cached blocks of `req`'s prompt prefix (prefix caching) and skip computing them; the hits."""
+        prefix = self.kv.prefix
+        if prefix is None or req.hashes is None:
+            return 0
+        hits = prefix.cached_run(req.hashes, req.prompt_tokens)
+        if hits:
+            self.kv.map_cached(req, hits)
+            req.prefill_done = req.context_tokens = hits * prefix.hash_tokens
+        return hits
+
+    def _unmap_cached_prefix(self, req: Request) -> None:
+        self.kv.unmap_cached(req)
+        req.prefill_done = req.context_tokens = 0
 
     def _chunk_blocks(self, req: Request, chunk: int) -> int:
         """Blocks to add for a prefill chunk, plus the slot of the token the last chunk produces."""
@@ -158,7 +182,7 @@ class Scheduler:
             if not req.is_decoding:
                 chunk = min(req.prefill_target - req.prefill_done, budget)
                 need = self._chunk_blocks(req, chunk)
-                if need > self.kv.free:
+                if need > self.kv.available:
                     break
                 self.kv.grow(req, need)
                 chunks.append((req, chunk))
@@ -167,9 +191,19 @@ class Scheduler:
 
     def _pending_prefill(self, num_decoding: int) -> int:
         """Prefill tokens likely to share the step (for pricing mixed batches before the chunks are cut)."""
-        pending = sum(r.prefill_target - r.prefill_done for r in self.running if not r.is_decoding)
-        pending += sum(r.prefill_target for r in self.waiting)
-        return min(pending, max(0, self.token_budget - num_decoding))
+        cap = self.token_budget - num_decoding
+        if cap <= 0:
+            return 0
+        pending = 0
+        if len(self.running) > num_decoding:  # some admitted requests are still prefilling
+            for r in self.running:
+                if not r.is_decoding:
+                    pending += r.prefill_target - r.prefill_done
+        for r in self.waiting:  # stops as soon as the budget is covered (the queue may be long)
+            if pending >= cap:
+                break
+            pending += r.prefill_target
+        return min(pending, cap)
 
     def _fit_token_budget(self, ks: list[int]) -> list[int]:
         """Trim the longest proposals until decodes and drafts fit the token budget."""
@@ -198,7 +232,7 @@ class Scheduler:
         while True:
             extras = kv.lookahead_extras(decoding, ks)
             need = sum(e for e in extras if e > 0)
-            if need <= kv.free:
+            if need <= kv.available:
                 break
             victim = self._preempt_last()
             if victim in decoding:
@@ -234,6 +268,7 @@ class Scheduler:
             accepted_total += acc
             req.generated += emitted
             req.tokens_left = left - emitted
+            req.budget_left -= emitted
             req.context_tokens += emitted
             req.num_steps += 1
             last = req.last_token_s
@@ -252,14 +287,18 @@ class Scheduler:
 
     def _finish_prefill_chunks(self, prefills: list[tuple[Request, int]], now: float, result: StepResult) -> None:
         for req, chunk in prefills:
+            self.prefill_tokens_computed += chunk
             req.prefill_done += chunk
             req.context_tokens = req.prefill_done
             req.num_steps += 1
             if req.prefill_done < req.prefill_target:
                 continue
+            if self.kv.prefix is not None and req.hashes is not None:
+                self.kv.publish(req)  # its full prompt blocks become cached
             # the prefill's forward pass yields the next token
             req.generated += 1
             req.tokens_left -= 1
+            req.budget_left -= 1
             req.context_tokens += 1
             req.is_decoding = True
             result.emitted += 1

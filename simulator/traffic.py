@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from specdec_sim.simulator.config import MAX_CLOCK_S, ConfigError, is_int, is_real
 from specdec_sim.simulator.options import option, parse_float, parse_int
 from specdec_sim.traces import BUNDLED_TRACES, FORMATS, Trace, TraceError, bundled_trace, load_trace, synthetic_trace
+from specdec_sim.traces.acceptance import acceptance_request_trace, is_acceptance_trace
 
 MAX_TIME_SCALE = 1e9  # stretches one second of trace to ~31.7 years
 BURSTINESS_RANGE = (1e-3, 1e3)  # Gamma shape: CV^2 of inter-arrivals from 1000 down to 0.001
@@ -27,7 +28,8 @@ RATE_ONLY = ("num_requests", "burstiness")  # fields that mean something only wi
 class TrafficSpec:
     """The request stream of one simulation."""
 
-    trace: str = option("azure-conv", "trace file (normalized CSV, Azure 2023 CSV, Mooncake JSONL, lengths CSV) or "
+    trace: str = option("azure-conv", "trace file (normalized CSV, Azure 2023 CSV, Mooncake JSONL, lengths CSV, or an "
+                        "acceptance trace: its records are the requests and are replayed) or "
                         "a bundled name: " + ", ".join(n for n in BUNDLED_TRACES if not n.endswith("-raw")),
                         group="traffic", metavar="FILE|NAME")
     format: str | None = option(None, "force the trace format instead of detecting it", choices=FORMATS,
@@ -113,7 +115,9 @@ def load_traffic(spec: TrafficSpec, seed: int = 0) -> Trace:
     """The requests `spec` describes; synthetic arrivals are seeded with `seed`."""
     spec.validate()
     path = trace_path(spec.trace)
-    if spec.rate is None:
+    if is_acceptance_trace(path):  # an acceptance trace as the request trace: its records are the requests
+        trace = _from_acceptance(path, spec, seed)
+    elif spec.rate is None:
         trace = _replay(path, spec)
         if spec.max_requests is not None and spec.duration_s is None:
             check_enough(trace, spec.max_requests, "--max-requests")
@@ -121,6 +125,21 @@ def load_traffic(spec: TrafficSpec, seed: int = 0) -> Trace:
         trace = _synthetic(load_trace(path, fmt=spec.format), spec, seed)
     check_clock(trace, spec)
     return trace
+
+
+def _from_acceptance(path: str, spec: TrafficSpec, seed: int) -> Trace:
+    """Requests from an acceptance trace's records, in file order (request i replays record i mod n): all at 0
+    (a closed loop with --max-concurrency), or at --rate/--burstiness arrivals; --max-requests keeps the first N."""
+    if spec.rate is None:
+        trace = acceptance_request_trace(path)
+        return _first(trace, spec.max_requests)
+    if spec.duration_s is None:
+        arrivals = synthetic_trace(spec.rate, num_requests=spec.synthetic_count(), burstiness=spec.burstiness,
+                                   seed=seed).arrival_s
+    else:
+        arrivals = _first(synthetic_trace(spec.rate, duration_s=spec.duration_s, burstiness=spec.burstiness,
+                                          seed=seed), spec.max_requests).arrival_s
+    return acceptance_request_trace(path, arrivals)
 
 
 def _replay(path: str, spec: TrafficSpec) -> Trace:
@@ -151,8 +170,9 @@ def _first(trace: Trace, n: int | None) -> Trace:
     """The first `n` requests of `trace` (all of them if n is None)."""
     if n is None or n >= len(trace):
         return trace
+    ids = None if trace.acceptance_id is None else trace.acceptance_id[:n]
     return Trace(trace.request_id[:n], trace.arrival_s[:n], trace.prompt_tokens[:n], trace.output_tokens[:n],
-                 trace.source)
+                 trace.source, ids)
 
 
 def _check_enough_locally(trace: Trace, wanted: int, option: str = "--max-requests") -> None:
@@ -177,3 +197,17 @@ def check_clock(trace: Trace, spec: TrafficSpec) -> None:
 
 
 __all__ = ["TrafficSpec", "load_traffic", "trace_path", "inapplicable", "check_clock", "check_enough", "MAX_TIME_SCALE"]
+
+
+def closed_loop_times(trace: Trace, spec: TrafficSpec, config) -> Trace:
+    """With --max-concurrency and no --rate every request is ready at time 0 and the slots alone pace the sends,
+    as `vllm bench serve --max-concurrency N` with its default request rate inf; otherwise `trace` unchanged."""
+    if not config.max_concurrency or spec.rate is not None:
+        return trace
+    from dataclasses import replace
+
+    import numpy as np
+
+    ready = np.zeros(len(trace), dtype=float)
+    ready.setflags(write=False)
+    return replace(trace, arrival_s=ready)

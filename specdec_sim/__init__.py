@@ -5,7 +5,7 @@ The Python API (what `simulate` does, from a script or a notebook)::
     import specdec_sim as sds
 
     trace = sds.load_traffic(sds.TrafficSpec(trace="sharegpt", rate=8, num_requests=400), seed=0)
-    config = sds.SimConfig(calibration="llama3-8b-eagle-h100", acceptance="mt-bench")
+    config = sds.SimConfig(calibration="llama3.1-8b-eagle-h100", acceptance="mt-bench")
     result = sds.run_simulation(trace, config, policy="smartspec", seed=0)
     result.summary["mean_e2el_ms"], result.requests.head(), result.steps.head()
 

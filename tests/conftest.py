@@ -14,12 +14,13 @@ from specdec_sim.policies.base import DecodeBatch, StepOutcome
 @dataclass
 class FakeRequest:
     """What a policy sees of a decoding request. Reading `alpha` (the true acceptance) raises unless
-    `true_alpha` is given: only the oracle may read it, and reads are counted."""
+    `true_alpha` is given: only the oracle may read it, and reads are counted. There is no true
+    remaining length at all: a policy knows `budget_left` (max_tokens - generated) only."""
 
     request_id: int
     true_alpha: float | None = None
     context_tokens: int = 512
-    tokens_left: int = 10_000
+    budget_left: int = 10_000
     ngram_match: bool = True
     alpha_reads: int = 0
 

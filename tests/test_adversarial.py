@@ -37,7 +37,9 @@ NUMERIC_TEXT_OPTIONS = {"simulate": {"--acceptance"},
 # Options attacked by their own cases below (files, specs, SLO strings) or not numeric at all.
 OTHER_OPTIONS = {"--help", "--version", "--trace", "--traces", "--format", "--policy", "--policies", "--calibration",
                  "--calibrations", "--policy-calibration", "--router", "--style", "--acceptance-mode", "--slo", "--capacity-slo", "--out",
-                 "--plot", "--config", "--set", "--dask", "--resume", "--fail-on-error"}
+                 "--plot", "--config", "--set", "--dask", "--resume", "--fail-on-error",
+                 # attacked in their own files: test_acceptance_replay.py (hostile acceptance traces and profiles)
+                 "--acceptance-trace", "--spans-field", "--acceptance-profile"}
 RATE_OPTIONS = {"--rate", "--burstiness", "--num-requests"}  # only act together with --rate
 
 
@@ -182,7 +184,7 @@ def text_option_cases() -> list[Case]:
         Case("profile-out-is-file", "profile-gpu", ["--target", "tiny-llama", "--device", "cpu", "--grid", "quick",
                                                     "--out", "{tmp}/afile"], "error", names="afile"),
         Case("profile-binary-replay", "profile-gpu", ["--target", "tiny-llama", "--device", "cpu", "--replay",
-                                                      "{tmp}/garbage.csv", "--calibration", "llama3-8b-eagle-h100"],
+                                                      "{tmp}/garbage.csv", "--calibration", "turbospec-llama3-8b-eagle-h100"],
              "error", names="garbage.csv"),
         Case("profile-binary-measurements", "profile-gpu", ["--target", "tiny-llama", "--device", "cpu", "--grid",
                                                             "quick", "--out", "{tmp}/prof"], "error",

@@ -21,7 +21,7 @@ ALLOWED = {
     "specdec_sim.costmodel": set(),
     "specdec_sim.policies": {"specdec_sim.costmodel"},
     "specdec_sim.simulator": {"specdec_sim.costmodel", "specdec_sim.policies", "specdec_sim.traces"},
-    "specdec_sim.profiler": {"specdec_sim.costmodel"},
+    "specdec_sim.profiler": {"specdec_sim.costmodel", "specdec_sim.traces"},  # traces: acceptance-trace I/O
     "specdec_sim": set(),  # the API module imports lazily, by name
 }
 

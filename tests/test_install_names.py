@@ -32,7 +32,7 @@ def test_wheel_has_one_top_level_package_and_its_data(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert tops == {"specdec_sim"}
-    for data in ("specdec_sim/costmodel/calibrations/llama3-8b-eagle-h100.json",
+    for data in ("specdec_sim/costmodel/calibrations/turbospec-llama3-8b-eagle-h100.json",
                  "specdec_sim/traces/data/azure2023_conv_first30min.csv",
                  "specdec_sim/profiler/configs/tiny-llama.json"):
         assert data in names

@@ -49,8 +49,8 @@ def strict_json(path: Path) -> dict:
 # ---- loud failures ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def mooncake_runs():
-    tr = trace("mooncake-conv", 40)  # long prompts: some exceed the token budget without chunked prefill
-    return [run_simulation(tr, SimConfig(), spec, seed=0) for spec in ("none", "fixed:3")]
+    tr = trace("mooncake-conv", 40)  # long prompts: some exceed the token budget without chunked prefill (V0)
+    return [run_simulation(tr, SimConfig(engine="v0"), spec, seed=0) for spec in ("none", "fixed:3")]
 
 
 def test_failures_are_warned_with_count_and_reason(mooncake_runs, capsys):
@@ -157,7 +157,7 @@ def test_summary_records_traffic_calibration_policy_and_version(written):
     assert summary["calibration"] == cal.name
     assert summary["calibration_info"]["provenance"] == cal.provenance
     assert summary["calibration_info"]["description"] == cal.description
-    assert summary["model_id"] == "Llama-3-8B"  # the calibration's target model
+    assert summary["model_id"] == "meta-llama/Llama-3.1-8B-Instruct"  # the calibration's target model
     assert summary["policy_spec"] == "fixed:3" and summary["policy"] == result.policy_name
     assert summary["seed"] == 0 and summary["version"] == "0.1.0" and summary["command"] == RUN_INFO["command"]
     assert summary["num_prompts"] == 30 and summary["config"]["calibration"] == cal.name

@@ -11,8 +11,8 @@ from specdec_sim.policies.smartspec import SmartSpec
 from specdec_sim.policies.turbospec import TurboSpec
 from specdec_sim.costmodel import CostModel, load_calibration
 
-COST = CostModel(load_calibration("llama3-8b-eagle-h100"))
-NGRAM_COST = CostModel(load_calibration("llama3-70b-tp4-ngram-h100"))
+COST = CostModel(load_calibration("turbospec-llama3-8b-eagle-h100"))
+NGRAM_COST = CostModel(load_calibration("turbospec-llama3-70b-tp4-ngram-h100"))
 
 
 def make_batch(size: int, style: str = "draft", max_k: int = 7, cost: CostModel = COST, **kw) -> DecodeBatch:
@@ -33,10 +33,10 @@ def test_smartspec_fixed_alpha_picks_k_star(size, k_star):
     assert make_policy("smartspec:alpha=0.7").propose(make_batch(size)) == [k_star] * size
 
 
-def test_expected_tokens_capped_by_tokens_left():
+def test_expected_tokens_capped_by_budget_left():
     batch = make_batch(4)
     for r in batch.requests:
-        r.tokens_left = 2  # at most 1 draft token can be used
+        r.budget_left = 2  # at most 1 draft token can be used
     assert uniform_goodput(batch, 0.7, 5).tokens == pytest.approx(4 * 1.7)
 
 
@@ -84,8 +84,8 @@ def test_bias_makes_smartspec_choose_zero_where_turbospec_chooses_one():
     assert SmartSpec(alpha=0.45, bias=1.0).propose(batch)[0] == 1
 
 
-def test_smartspec_sticky_zero_for_100_steps_then_reset():
-    p = SmartSpec(alpha=0.7)
+def test_smartspec_sticky_zero_for_100_steps_then_reset():  # the pre-issue-11 variant; as released: test_policies_faithful
+    p = SmartSpec(alpha=0.7, sticky="redecide")
     assert p.propose(make_batch(256))[0] == 0  # decision k=0 at running size 256
     assert p.threshold == 256
     for _ in range(100):  # disabled: k = 0 without evaluating, even when a decision was due
@@ -95,8 +95,8 @@ def test_smartspec_sticky_zero_for_100_steps_then_reset():
     assert p.decisions == 2
 
 
-def test_smartspec_sticky_zero_clears_when_load_drops():
-    p = SmartSpec(alpha=0.7)
+def test_smartspec_sticky_zero_clears_when_load_drops():  # sticky=redecide only
+    p = SmartSpec(alpha=0.7, sticky="redecide")
     assert p.propose(make_batch(256))[0] == 0
     assert p.propose(make_batch(300))[0] == 0  # at or above the threshold: disabled
     assert p.decisions == 1
@@ -124,8 +124,8 @@ def test_smartspec_ngram_verifies_matched_requests_only():
     assert SmartSpec(alpha=0.7).propose(none_matched)[0] == 0  # n_match = 0: verify 0
 
 
-def test_smartspec_ngram_40_zero_rule_and_clear_after_100():
-    p = SmartSpec(alpha=0.05)  # speculation never pays: every decision is v = 0
+def test_smartspec_ngram_40_zero_rule_and_clear_after_100():  # ngram=as-draft; as released: test_policies_faithful
+    p = SmartSpec(alpha=0.05, ngram="as-draft")  # speculation never pays: every decision is v = 0
     batch = make_batch(64, style="ngram", cost=NGRAM_COST)
     for _ in range(40):
         assert p.propose(batch)[0] == 0
@@ -149,8 +149,8 @@ def test_turbospec_window_mean_of_last_100_steps():
     assert p.estimated_alpha() == pytest.approx(expected)
 
 
-def test_turbospec_default_counts_per_position():
-    p = TurboSpec()
+def test_turbospec_position_counting_variant():
+    p = TurboSpec(counting="position")
     p.observe(outcome([4, 4], [2, 4]))  # 6 accepted, 1 unobserved position (after the rejection)
     first = (6 + 1 * 0.5) / 8  # imputed at the initial 0.5
     assert p.estimated_alpha() == pytest.approx(first)
@@ -158,8 +158,8 @@ def test_turbospec_default_counts_per_position():
     assert p.estimated_alpha() == pytest.approx((first + 6 * first / 8) / 2)
 
 
-def test_turbospec_decides_every_200_steps_with_max_k_reprobe():
-    p = TurboSpec(initial_alpha=0.7)
+def test_turbospec_decides_every_200_steps_with_max_k_reprobe():  # reprobe=verify variant
+    p = TurboSpec(initial_alpha=0.7, reprobe="verify")
     ks = [p.propose(make_batch(64))[0] for _ in range(400)]
     assert ks[0] == 3 and set(ks[1:199]) == {3}
     assert ks[199] == 7 and ks[399] == 7  # (t+1) % 200 == 0: full-length drafts

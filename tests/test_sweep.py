@@ -177,11 +177,14 @@ def test_engine_axis_expands_and_keeps_single_valued_run_ids():
     assert len(swept) == 2 and {dict(r.engine)["acceptance"] for r in swept} == {0.5, 0.8}
     assert single[0].run_id in {r.run_id for r in swept}
     # a run of the committed experiment (experiments/smartspec_sharegpt, first journal line) keeps its id
-    committed = RunSpec(trace="sharegpt", policy="none", rate=1.0, max_requests=1000,
-                        engine=(("acceptance", 0.5), ("max_k", 7)))
-    assert committed.run_id == "49fd819412bc17a3"
-    assert expand_grid(SweepSpec(traces=["sharegpt"], rates=[1.0], max_requests=1000,
-                                 engine={"acceptance": 0.5, "max_k": 7}))[0].run_id == "49fd819412bc17a3"
+    engine = {"acceptance": 0.5, "engine": "v0", "kv_watermark": 0.0, "max_k": 7, "oracle_lengths": True,
+              "policy_calibration": "same"}
+    committed = RunSpec(trace="sharegpt-300-long-outputs", policy="none", rate=1.0, max_requests=1000,
+                        calibration="turbospec-llama3-8b-eagle-h100", engine=tuple(sorted(engine.items())))
+    assert committed.run_id == "73f5cd62ff62a5b1"
+    assert expand_grid(SweepSpec(traces=["sharegpt-300-long-outputs"], rates=[1.0], max_requests=1000,
+                                 calibrations=["turbospec-llama3-8b-eagle-h100"], engine=engine))[0].run_id \
+        == "73f5cd62ff62a5b1"
 
 
 def test_summaries_give_mean_std_and_seed_count(tmp_path):

@@ -218,11 +218,11 @@ def test_config_paths_resolve_against_the_config_file(tmp_path, monkeypatch):
     (exp / "cal.json").write_text("{}")
     cfg = exp / "c.toml"
     cfg.write_text("[sweep]\ntraces = ['data/t.csv', 'sharegpt']\ncalibrations = ['cal.json', "
-                   "'llama3-8b-eagle-h100']\nout = 'results'\nplot = 'figs'\n")
+                   "'turbospec-llama3-8b-eagle-h100']\nout = 'results'\nplot = 'figs'\n")
     monkeypatch.chdir(tmp_path)
     plan = make_plan(build_parser().parse_args(["--config", "exp/c.toml"]))
     assert plan.spec.traces == ["exp/data/t.csv", "sharegpt"]
-    assert plan.spec.calibrations == ["exp/cal.json", "llama3-8b-eagle-h100"]
+    assert plan.spec.calibrations == ["exp/cal.json", "turbospec-llama3-8b-eagle-h100"]
     assert plan.out == Path("exp/results") and plan.plot == Path("exp/figs")
 
 

@@ -42,7 +42,7 @@ def assert_same(a: Trace, b: Trace) -> None:
 # ---------------------------------------------------------------- Parquet
 
 
-@pytest.mark.parametrize("name", ["azure-conv", "mooncake-conv", "sharegpt", "sharegpt-lengths"])
+@pytest.mark.parametrize("name", ["azure-conv", "azure-code", "sharegpt", "sharegpt-lengths"])
 def test_parquet_loads_like_csv(tmp_path: Path, name: str) -> None:
     frame = pd.read_csv(bundled_trace(name))
     path = tmp_path / "t.parquet"

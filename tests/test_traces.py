@@ -18,7 +18,7 @@ from conftest import HEADER, assert_one_line_error, write
 from specdec_sim.traces import (BUNDLED_TRACES, FORMATS, Trace, TraceError, bundled_trace, load_trace,
                                 synthetic_trace)
 
-NORMALIZED = ["azure-conv", "azure-code", "mooncake-conv", "sharegpt", "sharegpt-300-long-outputs"]
+NORMALIZED = ["azure-conv", "azure-code", "sharegpt", "sharegpt-300-long-outputs"]
 
 
 # ---------------------------------------------------------------- bundled data
@@ -94,6 +94,15 @@ def test_normalized_files_load_exactly(name: str) -> None:
     np.testing.assert_array_equal(trace.arrival_s, frame["arrival_time_s"].to_numpy())
     np.testing.assert_array_equal(trace.prompt_tokens, frame["prompt_tokens"].to_numpy())
     np.testing.assert_array_equal(trace.output_tokens, frame["output_tokens"].to_numpy())
+
+
+def test_mooncake_conversation_trace_carries_its_block_hashes() -> None:
+    """The bundled Mooncake trace is the released JSONL (first 30 min): lengths, ms timestamps and hash_ids."""
+    trace = load_trace(bundled_trace("mooncake-conv"))
+    assert len(trace) == 5719 and trace.hash_block_tokens == 512
+    blocks = -(-trace.prompt_tokens // 512)
+    assert all(len(h) == b for h, b in zip(trace.block_hashes, blocks))  # one hash per 512-token prompt block
+    assert trace.block_hashes[0][0] == trace.block_hashes[1][0] == 0  # a shared first block (system prompt)
 
 
 @pytest.mark.parametrize("raw, twin", [("azure-conv-raw", "azure-conv"), ("mooncake-raw", "mooncake-conv")])

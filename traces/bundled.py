@@ -13,7 +13,7 @@ DATA_DIR = Path(__file__).resolve().parent / "data"
 BUNDLED_TRACES: dict[str, str] = {
     "azure-conv": "azure2023_conv_first30min.csv",
     "azure-code": "azure2023_code_first30min.csv",
-    "mooncake-conv": "mooncake_conversation_first30min.csv",
+    "mooncake-conv": "mooncake_conversation_first30min.raw.jsonl",  # with hash_ids (prefix caching)
     "sharegpt": "sharegpt_llama31_8b_5k_poisson10.csv",
     "sharegpt-300-long-outputs": "sharegpt_llama31_8b_poisson10.csv",
     "arxiv-lengths": "arxiv_summarization_lengths.csv",

@@ -59,6 +59,10 @@ class Trace:
     prompt_tokens: np.ndarray
     output_tokens: np.ndarray
     source: str
+    acceptance_id: np.ndarray | None = None  # optional: the acceptance-trace record each request replays (str)
+    block_hashes: np.ndarray | None = None  # optional: per request, its prompt's block hashes (Mooncake hash_ids)
+    max_tokens: np.ndarray | None = None  # optional: per request, the max_tokens the client sent
+    hash_block_tokens: int = 0  # tokens per hashed block (512 in Mooncake traces); 0 without hashes
 
     def __post_init__(self) -> None:
         source = one_line(self.source)
@@ -66,6 +70,27 @@ class Trace:
         for name, dtype in (("request_id", np.int64), ("arrival_s", np.float64),
                             ("prompt_tokens", np.int64), ("output_tokens", np.int64)):
             object.__setattr__(self, name, _frozen_array(getattr(self, name), dtype, name, source))
+        if self.acceptance_id is not None:
+            ids = _frozen_array([str(v) for v in self.acceptance_id], object, "acceptance_id", source)
+            if len(ids) != len(self.request_id):
+                raise TraceError(f"{source}: field 'acceptance_id' has {len(ids)} rows, request_id has "
+                                 f"{len(self.request_id)}")
+            object.__setattr__(self, "acceptance_id", ids)
+        if self.max_tokens is not None:
+            limit = _frozen_array(self.max_tokens, np.int64, "max_tokens", source)
+            if len(limit) != len(self.request_id) or (len(limit) and limit.min() < 1):
+                raise TraceError(f"{source}: field 'max_tokens' needs one value >= 1 per request")
+            object.__setattr__(self, "max_tokens", limit)
+        if self.block_hashes is not None:
+            hashes = np.empty(len(self.block_hashes), dtype=object)
+            hashes[:] = [np.asarray(h, dtype=np.int64) for h in self.block_hashes]
+            if len(hashes) != len(self.request_id):
+                raise TraceError(f"{source}: field 'block_hashes' has {len(hashes)} rows, request_id has "
+                                 f"{len(self.request_id)}")
+            if self.hash_block_tokens < 1:
+                raise TraceError(f"{source}: block hashes need hash_block_tokens >= 1")
+            hashes.setflags(write=False)
+            object.__setattr__(self, "block_hashes", hashes)
         self._check_consistent()
 
     def _check_consistent(self) -> None:
@@ -93,13 +118,18 @@ class Trace:
         return int(self.request_id.shape[0])
 
     def to_frame(self) -> pd.DataFrame:
-        """The trace in the normalized CSV schema (one row per request)."""
-        return pd.DataFrame({
+        """The trace in the normalized CSV schema (one row per request; `acceptance_id` last when present)."""
+        frame = pd.DataFrame({
             "request_id": self.request_id,
             "arrival_time_s": self.arrival_s,
             "prompt_tokens": self.prompt_tokens,
             "output_tokens": self.output_tokens,
         }, columns=list(FRAME_COLUMNS))
+        if self.acceptance_id is not None:
+            frame["acceptance_id"] = self.acceptance_id
+        if self.max_tokens is not None:
+            frame["max_tokens"] = self.max_tokens
+        return frame
 
     def summary(self) -> dict:
         """Plain-Python statistics: count, span, rate and token-length mean/p50/p99.

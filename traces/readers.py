@@ -15,7 +15,7 @@ import math
 import numbers
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -28,8 +28,10 @@ from specdec_sim.traces.stream import Opened, head_text, not_a_trace, open_trace
 
 FORMATS = ("normalized", "azure", "mooncake", "lengths")
 NORMALIZED_COLUMNS = ["arrival_time_s", "prompt_tokens", "output_tokens"]  # request_id is optional
+OPTIONAL_NORMALIZED = ["request_id", "acceptance_id", "max_tokens"]  # read when the header has them
 AZURE_COLUMNS = ["TIMESTAMP", "ContextTokens", "GeneratedTokens"]
 MOONCAKE_KEYS = ["timestamp", "input_length", "output_length"]
+MOONCAKE_HASH_TOKENS = 512  # tokens per hash_ids block (Mooncake traces' README)
 LENGTHS_COLUMNS = ["num_prefill_tokens", "num_decode_tokens"]  # Vidur processed traces
 PAIR_COLUMNS = ["prompt_tokens", "output_tokens"]  # lengths-only files without arrival_time_s
 
@@ -43,6 +45,13 @@ class Parsed:
     output_tokens: np.ndarray
     request_id: np.ndarray | None  # None: number the requests 0..n-1 in arrival order
     rows: Table | None = None  # names each row in messages (whole-file numbering)
+    extras: dict[str, np.ndarray] = field(default_factory=dict)  # optional per-request columns (OPTIONAL_FIELDS)
+
+
+# Optional per-request columns a format may carry, as the Trace fields they become: the normalized
+# format's `acceptance_id` (the acceptance-trace record each request replays) and `max_tokens` (what the
+# client asked for), Mooncake's `hash_ids` (the prompt's 512-token block hashes, for prefix caching).
+OPTIONAL_FIELDS = ("acceptance_id", "max_tokens", "block_hashes")
 
 
 @dataclass(frozen=True)
@@ -133,14 +142,16 @@ def _collect(tables: Iterator[Table], schema: Schema, name: str, time_scale: flo
     parsed = _concatenate(parts, name)  # never empty: the first row is never past the window
     arrival = schema.to_seconds(parsed.arrival_s)
     _check_time_range(parsed, arrival, schema, name, time_scale)
-    return Parsed(arrival, parsed.prompt_tokens, parsed.output_tokens, parsed.request_id, parsed.rows)
+    return Parsed(arrival, parsed.prompt_tokens, parsed.output_tokens, parsed.request_id, parsed.rows,
+                  parsed.extras)
 
 
 def _head(part: Parsed, rows: int) -> Parsed:
     """The first ``rows`` rows of a checked chunk."""
     ids = None if part.request_id is None else part.request_id[:rows]
     table = None if part.rows is None else part.rows.head(rows)
-    return Parsed(part.arrival_s[:rows], part.prompt_tokens[:rows], part.output_tokens[:rows], ids, table)
+    extras = {key: values[:rows] for key, values in part.extras.items()}
+    return Parsed(part.arrival_s[:rows], part.prompt_tokens[:rows], part.output_tokens[:rows], ids, table, extras)
 
 
 def _concatenate(parts: list[Parsed], name: str) -> Parsed:
@@ -153,7 +164,11 @@ def _concatenate(parts: list[Parsed], name: str) -> Parsed:
     ids = joined("request_id") if parts[0].request_id is not None else None
     if ids is not None:
         check_unique_ids(rows, "request_id", ids)
-    return Parsed(joined("arrival_s"), joined("prompt_tokens"), joined("output_tokens"), ids, rows)
+    extras = {}
+    for key in parts[0].extras:  # a column only some chunks have (JSONL keys) is dropped
+        if all(key in part.extras for part in parts):
+            extras[key] = np.concatenate([part.extras[key] for part in parts])
+    return Parsed(joined("arrival_s"), joined("prompt_tokens"), joined("output_tokens"), ids, rows, extras)
 
 
 def _check_time_range(parsed: Parsed, arrival: np.ndarray, schema: Schema, name: str, time_scale: float) -> None:
@@ -263,7 +278,7 @@ def required_columns(fmt: str, header: list[str]) -> list[str]:
     """The columns ``fmt`` reads from a file with ``header``."""
     if fmt == "lengths":
         return PAIR_COLUMNS if set(PAIR_COLUMNS) <= set(header) else LENGTHS_COLUMNS
-    optional = ["request_id"] if fmt == "normalized" and "request_id" in header else []
+    optional = [c for c in OPTIONAL_NORMALIZED if c in header] if fmt == "normalized" else []
     return optional + {"normalized": NORMALIZED_COLUMNS, "azure": AZURE_COLUMNS, "mooncake": MOONCAKE_KEYS}[fmt]
 
 
@@ -272,10 +287,24 @@ def _check_normalized(table: Table) -> Parsed:
               numeric(table, "prompt_tokens", Kind.TOKENS), numeric(table, "output_tokens", Kind.TOKENS)]
     if "request_id" in table.frame.columns:
         checks.insert(0, numeric(table, "request_id", Kind.ID))
+    if "max_tokens" in table.frame.columns:
+        checks.append(numeric(table, "max_tokens", Kind.TOKENS))
     raise_first_bad(table, checks)
     values = {check.column: check.values for check in checks}
+    extras = {"acceptance_id": _acceptance_ids(table), "max_tokens": values.get("max_tokens")}
     return Parsed(values["arrival_time_s"], values["prompt_tokens"], values["output_tokens"],
-                  values.get("request_id"), table)
+                  values.get("request_id"), table, {k: v for k, v in extras.items() if v is not None})
+
+
+def _acceptance_ids(table: Table) -> np.ndarray | None:
+    """The optional `acceptance_id` column (record ids of an acceptance trace); an empty cell is an error."""
+    if "acceptance_id" not in table.frame.columns:
+        return None
+    cells = table.frame["acceptance_id"].astype(str).str.strip().to_numpy(dtype=object)
+    empty = np.flatnonzero(cells == "")
+    if empty.size:
+        raise table.cell_error(int(empty[0]), "acceptance_id", "empty (name an acceptance-trace record id)")
+    return cells
 
 
 def _check_azure(table: Table) -> Parsed:
@@ -298,7 +327,24 @@ def _check_mooncake(table: Table) -> Parsed:
     prompt = numeric(table, "input_length", Kind.TOKENS)
     output = numeric(table, "output_length", Kind.TOKENS)
     raise_first_bad(table, [stamps, prompt, output])
-    return Parsed(stamps.values, prompt.values, output.values, None, table)
+    hashes = _hash_ids(table, prompt.values)
+    return Parsed(stamps.values, prompt.values, output.values, None, table,
+                  {} if hashes is None else {"block_hashes": hashes})
+
+
+def _hash_ids(table: Table, prompt: np.ndarray) -> np.ndarray | None:
+    """Mooncake's optional `hash_ids`: a list of integers per record (one per 512-token prompt block)."""
+    if "hash_ids" not in table.frame.columns:
+        return None
+    out = np.empty(len(table.frame), dtype=object)
+    for i, value in enumerate(table.frame["hash_ids"].to_numpy()):
+        if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise table.cell_error(i, "hash_ids", f"expected a list of integers, got {str(value)[:40]!r}")
+        if len(value) > -(-int(prompt[i]) // MOONCAKE_HASH_TOKENS):
+            raise table.cell_error(i, "hash_ids", f"{len(value)} hashes of {MOONCAKE_HASH_TOKENS} tokens for a "
+                                                  f"{int(prompt[i])}-token prompt")
+        out[i] = np.asarray(value, dtype=np.int64)
+    return out
 
 
 def _ns_to_seconds(stamps: np.ndarray) -> np.ndarray:
@@ -326,5 +372,8 @@ def _finish(parsed: Parsed, name: str, time_scale: float, max_requests: int | No
         keep = min(keep, max_requests)
     order = order[:keep]
     ids = np.arange(keep, dtype=np.int64) if parsed.request_id is None else parsed.request_id[order]
+    extras = {key: values[order] for key, values in parsed.extras.items()}
+    if "block_hashes" in extras:
+        extras["hash_block_tokens"] = MOONCAKE_HASH_TOKENS
     return Trace(request_id=ids, arrival_s=arrival[:keep], prompt_tokens=parsed.prompt_tokens[order],
-                 output_tokens=parsed.output_tokens[order], source=name)
+                 output_tokens=parsed.output_tokens[order], source=name, **extras)

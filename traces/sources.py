@@ -99,8 +99,14 @@ def jsonl_tables(stream: GuardedReader, name: str, keys: list[str], chunk_rows: 
         raise TraceError(f"{name}: empty file (no rows)")
 
 
+OPTIONAL_LIST_KEYS = ("hash_ids",)  # kept as Python values (Mooncake's prompt block hashes), when every record has one
+
+
 def _jsonl_table(records: list[dict], line_numbers: list[int], keys: list[str], name: str) -> Table:
     cells = {key: [_cell(record, key, name, line) for record, line in zip(records, line_numbers)] for key in keys}
+    for key in OPTIONAL_LIST_KEYS:
+        if records and all(key in record for record in records):
+            cells[key] = [record[key] for record in records]
     return Table(name, pd.DataFrame(cells, dtype=object), np.asarray(line_numbers))
 
 

@@ -17,6 +17,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
+from specdec_sim.costmodel import DEFAULT_CALIBRATION
 from specdec_sim.policies.registry import parse_scalar
 from specdec_sim.simulator.config import SimConfig
 from specdec_sim.simulator.options import option_fields
@@ -176,7 +177,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         rates=pick(args.rates, "rates", float, [None]),
         time_scales=pick(args.time_scales, "time_scales", float, [1.0]),
         calibrations=_split(args.calibrations) if args.calibrations else list(
-            sw.get("calibrations", ["llama3-8b-eagle-h100"])),
+            sw.get("calibrations", [DEFAULT_CALIBRATION])),
         replicas=pick(args.replicas, "replicas", int, [1]),
         seeds=pick(args.seeds, "seeds", int, [0]),
         max_requests=_scalar(pick(args.max_requests, "max_requests"), int, "max-requests"),

@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import pandas as pd
 
+from specdec_sim.costmodel import DEFAULT_CALIBRATION
 from specdec_sim.simulator.config import ConfigError, SimConfig
 from specdec_sim.simulator.sweep.lifecycle import terminate_workers, worker_init
 from specdec_sim.simulator.sweep.store import STATUS_ERROR, STATUS_OK, ResultStore
@@ -59,7 +60,7 @@ class RunSpec:
     policy: str = "none"
     rate: float | None = None  # Poisson request rate (req/s) on the trace's lengths; None = trace timing
     time_scale: float = 1.0  # multiplies the trace's inter-arrival times (2.0 = half the load)
-    calibration: str = "llama3-8b-eagle-h100"
+    calibration: str = DEFAULT_CALIBRATION
     replicas: int = 1
     seed: int = 0
     max_requests: int | None = None
@@ -88,7 +89,7 @@ class SweepSpec:
     policies: list[str] = field(default_factory=lambda: ["none"])
     rates: list[float | None] = field(default_factory=lambda: [None])
     time_scales: list[float] = field(default_factory=lambda: [1.0])
-    calibrations: list[str] = field(default_factory=lambda: ["llama3-8b-eagle-h100"])
+    calibrations: list[str] = field(default_factory=lambda: [DEFAULT_CALIBRATION])
     replicas: list[int] = field(default_factory=lambda: [1])
     seeds: list[int] = field(default_factory=lambda: [0])
     max_requests: int | None = None

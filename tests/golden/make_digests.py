@@ -52,14 +52,28 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
 # The legacy engine, pinned: the TurboSpec authors' fits priced exactly (policies see the truth). Their
 # requests/steps digests equal those of the pre-restructure commit 86948c2 (a check that the newer terms
 # of the cost model change nothing for files that do not use them).
-LEGACY = {"--calibration": "turbospec-llama3-8b-eagle-h100", "--policy-calibration": "same"}
-LEGACY_70B = {"--calibration": "turbospec-llama3-70b-tp4-ngram-h100", "--policy-calibration": "same"}
+ENGINE_V0 = {"--engine": "v0", "--kv-watermark": "0", "--oracle-lengths": None}  # the V0 engine as it was
+LEGACY = {"--calibration": "turbospec-llama3-8b-eagle-h100", "--policy-calibration": "same", **ENGINE_V0}
+LEGACY_70B = {"--calibration": "turbospec-llama3-70b-tp4-ngram-h100", "--policy-calibration": "same", **ENGINE_V0}
 for _case, (_args, _) in CASES.items():
     _pins = LEGACY_70B if "llama3-70b-tp4-ngram-h100" in _args else LEGACY
     if "--calibration" in _args:
         del _args[_args.index("--calibration"):_args.index("--calibration") + 2]
     for _flag, _value in _pins.items():
-        _args += [_flag, _value]
+        _args += [_flag] if _value is None else [_flag, _value]
+
+
+# The engine as it runs by default (vLLM V1, the measured roofline calibration, policies pricing with their
+# fitted view, max_tokens instead of true lengths), and its new modes.
+CASES.update({
+    "v1-default": (["--trace", "azure-conv", "--max-requests", "150"], POLICIES),
+    "v1-prefix-cache": (["--trace", "mooncake-conv", "--max-requests", "120"], FEW),
+    "v1-closed-loop": (["--trace", "sharegpt", "--max-requests", "80", "--max-concurrency", "4"], FEW),
+    "v1-ngram": (["--trace", "azure-code", "--max-requests", "150", "--style", "ngram", "--calibration",
+                  "llama3.1-8b-ngram-h100", "--acceptance", "code-edit-ngram"], FEW),
+    "v1-70b-noise": (["--trace", "azure-conv", "--max-requests", "150", "--calibration", "llama3-70b-tp4-eagle-h100",
+                      "--step-time-noise", "0.1", "--max-tokens", "400"], FEW),
+})
 
 
 def file_digests(run_dir: Path) -> dict[str, str]:
