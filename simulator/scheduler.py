@@ -97,9 +97,9 @@ class Scheduler:
             ks = propose(decoding, 0, 0) if decoding else []
         elif self.spec_in_prefill_steps:  # V1: decodes and their drafts first, chunks fill the rest
             ks = self._fit_token_budget(propose(decoding, self._pending_prefill(len(decoding)), 0)) if decoding else []
-            prefills = self._schedule_chunks(budget - sum(ks) - len(ks), plan)
+            prefills = self._schedule_chunks(budget - sum(ks) - len(ks), plan, len(decoding))
         else:
-            prefills = self._schedule_chunks(budget - len(decoding), plan)
+            prefills = self._schedule_chunks(budget - len(decoding), plan, len(decoding))
             ks = ([0] * len(decoding) if prefills else propose(decoding, 0, 0)) if decoding else []
         if not decoding and not prefills:
             if self.running:  # partial prefills stuck for KV blocks: recompute-preempt the newest
@@ -170,8 +170,12 @@ class Scheduler:
         end = req.prefill_done + chunk
         return self.kv.extra_for(req, end + (1 if end >= req.prefill_target else 0))
 
-    def _schedule_chunks(self, budget: int, plan: StepPlan) -> list[tuple[Request, int]]:
-        prefills = self._continue_chunks(budget)
+    def _schedule_chunks(self, budget: int, plan: StepPlan, num_decoding: int) -> list[tuple[Request, int]]:
+        """Chunks of admitted requests still prefilling (none to look for when every running one decodes), then
+        new admissions, in the budget left."""
+        prefills = self._continue_chunks(budget) if len(self.running) > num_decoding else []
+        if not self.waiting:
+            return prefills
         return prefills + self._admit(budget - sum(c for _, c in prefills), plan)
 
     def _continue_chunks(self, budget: int) -> list[tuple[Request, int]]:
