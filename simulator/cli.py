@@ -140,7 +140,7 @@ def make_plan(args: argparse.Namespace, argv: list[str]) -> Plan:
     check_engine(config)
     specs = policy_specs(args)
     check_policies(specs, config)
-    trace = closed_loop_times(load_traffic(traffic, args.seed), traffic, config)
+    trace = closed_loop_times(load_traffic(traffic, args.seed), traffic.rate, config.max_concurrency)
     if len(trace) == 0:
         raise ConfigError("--trace: no requests left after --max-requests/--duration")
     out = Path(args.out) if args.out else None

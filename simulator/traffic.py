@@ -199,10 +199,11 @@ def check_clock(trace: Trace, spec: TrafficSpec) -> None:
 __all__ = ["TrafficSpec", "load_traffic", "trace_path", "inapplicable", "check_clock", "check_enough", "MAX_TIME_SCALE"]
 
 
-def closed_loop_times(trace: Trace, spec: TrafficSpec, config) -> Trace:
+def closed_loop_times(trace: Trace, rate: float | None, max_concurrency: int | None) -> Trace:
     """With --max-concurrency and no --rate every request is ready at time 0 and the slots alone pace the sends,
-    as `vllm bench serve --max-concurrency N` with its default request rate inf; otherwise `trace` unchanged."""
-    if not config.max_concurrency or spec.rate is not None:
+    as `vllm bench serve --max-concurrency N` with its default request rate inf; otherwise `trace` unchanged.
+    `simulate` and `sweep` both apply it; `run_simulation` itself sends no request before its arrival time."""
+    if not max_concurrency or rate is not None:
         return trace
     from dataclasses import replace
 

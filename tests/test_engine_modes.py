@@ -227,3 +227,23 @@ def test_max_tokens_column_of_the_trace_wins_over_the_option(toy, tmp_path):
     from specdec_sim.traces import TraceError
     with pytest.raises(TraceError, match="row 1.*max_tokens"):
         load_trace(bad)
+
+
+def test_simulate_and_sweep_run_a_closed_loop_from_time_zero(tmp_path):
+    """Without --rate a closed loop ignores the trace's times (vllm bench serve's request rate inf)."""
+    import json
+
+    from specdec_sim.simulator.cli import main
+    from specdec_sim.simulator.sweep.runner import RunSpec, simulate as sweep_simulate
+
+    assert main(["--trace", "azure-conv", "--max-requests", "12", "--max-concurrency", "3", "--policy", "none",
+                 "--quiet", "--out", str(tmp_path / "o")]) == 0
+    r = pd.read_csv(tmp_path / "o" / "none" / "requests.csv").sort_values("arrival_s")
+    assert (r.arrival_s.to_numpy()[:3] == 0).all()
+    finishes = np.sort(r.finish_s.to_numpy())
+    assert r.arrival_s.to_numpy()[3:] == pytest.approx(finishes[:9])  # each send when a slot frees
+    summary = json.loads((tmp_path / "o" / "none" / "summary.json").read_text())
+    assert summary["max_concurrency"] == 3
+    run = RunSpec("azure-conv", policy="none", max_requests=12, engine=(("max_concurrency", 3),))
+    swept = sweep_simulate(run).requests.sort_values("arrival_s")
+    np.testing.assert_allclose(swept.arrival_s.to_numpy(), r.arrival_s.to_numpy())

@@ -209,7 +209,14 @@ def preflight_traces(spec: SweepSpec) -> None:
 
 
 def build_trace(run: RunSpec):
-    """Load (or synthesize) the run's trace: Poisson arrivals at `rate` on the trace's lengths."""
+    """The run's trace (Poisson arrivals at `rate` on the trace's lengths), all ready at 0 in a closed loop
+    without a rate (`max_concurrency` among the engine options), as `simulate` does."""
+    from specdec_sim.simulator.traffic import closed_loop_times
+
+    return closed_loop_times(_build_trace(run), run.rate, dict(run.engine).get("max_concurrency"))
+
+
+def _build_trace(run: RunSpec):
     from specdec_sim import traces
 
     if run.trace == SYNTHETIC:
