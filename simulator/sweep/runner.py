@@ -388,7 +388,7 @@ def run_tasks(tasks: Sequence[Task], out_dir: str | os.PathLike, fn: Callable = 
                 if close:
                     close()
     finally:
-        store.write_table()
+        store.write_final_table()
     return store.frame()
 
 

@@ -42,7 +42,7 @@ class ResultStore:
         store.rows = store._load()
         return store
 
-    def _load(self) -> dict[str, dict[str, Any]]:
+    def _load(self, warn: bool = True) -> dict[str, dict[str, Any]]:
         rows: dict[str, dict[str, Any]] = {}
         if self.journal.exists():
             text = self.journal.read_text(errors="replace")
@@ -56,7 +56,7 @@ class ResultStore:
                     rows[row["run_id"]] = row
                 elif line.strip():
                     bad.append(number)
-            if bad:
+            if bad and warn:
                 print(f"sweep: warning: {self.journal}: skipped {len(bad)} unreadable line(s) (first: line "
                       f"{bad[0]}); those runs are run again", file=sys.stderr)
             return rows
@@ -70,13 +70,20 @@ class ResultStore:
         return {rid for rid, row in self.rows.items() if row.get("status") == STATUS_OK}
 
     def add(self, row: dict[str, Any]) -> None:
-        self.rows[row["run_id"]] = row
+        """Journal the row (the record resume trusts), then keep it for the table."""
         with self.journal.open("a") as fh:
             fh.write(json.dumps(row, default=_json_default) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
+        self.rows[row["run_id"]] = row
         if time.monotonic() - self._last_write >= TABLE_REWRITE_INTERVAL_S:
             self.write_table()
+
+    def write_final_table(self) -> pd.DataFrame:
+        """The table from the journal itself, so an interrupt between journaling a row and keeping it (SIGINT,
+        SIGTERM) can never leave the table and the journal disagreeing."""
+        self.rows = self._load(warn=False)  # unreadable lines were reported when the store opened
+        return self.write_table()
 
     def frame(self) -> pd.DataFrame:
         df = pd.DataFrame(list(self.rows.values()))
