@@ -19,7 +19,7 @@ from specdec_sim.costmodel.policy_view import policy_calibration
 from specdec_sim.policies import make_policy
 from specdec_sim.policies.base import FixedK, NoSpeculation, Policy
 from specdec_sim.simulator.acceptance import AcceptanceDrawer, AlphaSampler, preset_position_rates, resolve_mean_alpha
-from specdec_sim.simulator.arrivals import Admission, ConcurrencyGate, admission, send_requests
+from specdec_sim.simulator.arrivals import ConcurrencyGate, admission, send_requests
 from specdec_sim.simulator.config import SimConfig
 from specdec_sim.simulator.engine_mode import EngineLimits, engine_summary, prefix_cache_summary, resolve_limits
 from specdec_sim.simulator.kvcache import KVCache, PrefixCache
@@ -75,21 +75,18 @@ def _request_factory(trace, sampler: AlphaSampler, measured: MeasuredAcceptance 
 
 def caching_block_tokens(trace, limits: EngineLimits) -> int:
     """Tokens per hashed block when prefix caching applies (on, and the trace carries block hashes), else 0."""
-    hashes = getattr(trace, "block_hashes", None)
-    return int(trace.hash_block_tokens) if limits.prefix_caching and hashes is not None else 0
+    return int(trace.hash_block_tokens) if limits.prefix_caching and trace.block_hashes is not None else 0
 
 
 def _served_trace(trace, limits: EngineLimits, config: SimConfig):
     """The trace as the server runs it (outputs stop at max_tokens: the trace's column, else --max-tokens, else
     max_model_len - prompt) and what the server admits and knows."""
-    limit = trace.max_tokens if getattr(trace, "max_tokens", None) is not None else config.max_tokens
-    server = admission(trace.prompt_tokens, trace.output_tokens, limits.max_model_len, limit, False)
-    outputs = np.minimum(trace.output_tokens, np.maximum(server.budget, 1))
+    limit = trace.max_tokens if trace.max_tokens is not None else config.max_tokens
+    server = admission(trace.prompt_tokens, trace.output_tokens, limits.max_model_len, limit, config.oracle_lengths)
+    outputs = np.minimum(trace.output_tokens, np.maximum(server.budget, 1))  # the oracle's budget is never below
     if not np.array_equal(outputs, trace.output_tokens):
         outputs.setflags(write=False)
         trace = replace(trace, output_tokens=outputs)
-    if config.oracle_lengths:
-        server = Admission(np.minimum(server.budget, trace.output_tokens), server.rejection)
     return trace, server
 
 
@@ -170,6 +167,7 @@ def run_simulation(trace, config: SimConfig, policy: str | Policy = "none", seed
     position_rates = tuple(config.position_rates) or preset_position_rates(config.acceptance)
     limits = resolve_limits(config, cal)
     trace, server = _served_trace(trace, limits, config)
+    hash_tokens = caching_block_tokens(trace, limits)
     n = len(trace)
     on_finish = progress if callable(progress) else None
     recorder = Recorder(n, config.record_steps, on_finish)
@@ -178,7 +176,7 @@ def run_simulation(trace, config: SimConfig, policy: str | Policy = "none", seed
     measured = build_measured(config, trace, seed)
     replicas = [_replica(env, i, cost, policy_cost, policies[i], config, limits, num_blocks, recorder,
                          random.Random(seed * 1_000_003 + i), position_rates, seed, measured is not None,
-                         caching_block_tokens(trace, limits))
+                         hash_tokens)
                 for i in range(config.replicas)]
     route = _routers(config, replicas, rng)
     sampler = AlphaSampler(mean_alpha, config.acceptance_spread, seed)
@@ -186,9 +184,8 @@ def run_simulation(trace, config: SimConfig, policy: str | Policy = "none", seed
     if gate is not None:
         recorder.on_done = gate.release
     sent_s = np.array(trace.arrival_s, dtype=float)
-    env.process(send_requests(env, trace, _request_factory(trace, sampler, measured, server.budget,
-                                                                   trace.block_hashes if caching_block_tokens(trace, limits) else None), route, recorder,
-                              server, sent_s, gate))
+    make_request = _request_factory(trace, sampler, measured, server.budget, trace.block_hashes if hash_tokens else None)
+    env.process(send_requests(env, trace, make_request, route, recorder, server, sent_s, gate))
     env.run(until=config.max_sim_time_s)
     if gate is not None:  # a request's arrival is when the client sent it
         sent_s.setflags(write=False)
