@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 import specdec_sim
+from specdec_sim.profiler.parsing import EXIT_USAGE, OneLineParser
 from specdec_sim.profiler.acceptance import DraftProfiler, TokenRequest, batches
 from specdec_sim.profiler.acceptance_inputs import (PromptLine, PromptsError, check_vocab, load_tokenizer,
                                                     read_prompts, to_request)
@@ -29,18 +30,11 @@ from specdec_sim.profiler.ngram_spans import NgramSettings, ngram_spans
 from specdec_sim.traces.acceptance import (AcceptanceRecord, AcceptanceTraceError, AcceptanceTraceWriter,
                                            load_acceptance_trace, replay_steps, write_acceptance_trace)
 
-EXIT_USAGE = 2
 SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line instead of usage + message
-        print(f"profile-acceptance: error: {message} (see profile-acceptance --help)", file=sys.stderr)
-        raise SystemExit(EXIT_USAGE)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="profile-acceptance", description=__doc__.split("\n\n")[0],
+    p = OneLineParser(prog="profile-acceptance", description=__doc__.split("\n\n")[0],
                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--version", action="version", version=f"profile-acceptance {specdec_sim.__version__}")
     p.add_argument("--prompts", type=Path, required=True,

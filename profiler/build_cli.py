@@ -22,23 +22,17 @@ from pathlib import Path
 from typing import Sequence
 
 import specdec_sim
+from specdec_sim.profiler.parsing import EXIT_USAGE, OneLineParser
 from specdec_sim.costmodel import save_calibration
 from specdec_sim.costmodel.hardware import ARCHITECTURES, GPUS
 from specdec_sim.profiler.build import BuildError, BuildResult, build_calibration
 from specdec_sim.profiler.published import DEFAULT_PUBLISHED
 from specdec_sim.profiler.serving import point_rows
 
-EXIT_USAGE = 2
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line instead of usage + message
-        print(f"build-calibration: error: {message} (see build-calibration --help)", file=sys.stderr)
-        raise SystemExit(EXIT_USAGE)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="build-calibration", description=__doc__.split("\n\n")[0],
+    p = OneLineParser(prog="build-calibration", description=__doc__.split("\n\n")[0],
                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--version", action="version", version=f"build-calibration {specdec_sim.__version__}")
     p.add_argument("--target", required=True, help=f"target architecture ({', '.join(ARCHITECTURES)})")

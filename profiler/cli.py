@@ -23,24 +23,18 @@ import threading
 from pathlib import Path
 
 import specdec_sim
+from specdec_sim.profiler.parsing import EXIT_USAGE, OneLineParser
 from specdec_sim.profiler.grid import PRESETS, GridError, build_grid, grid_spec
 from specdec_sim.profiler.models import DTYPE_BYTES, ModelNotFound, available_models, load_config, model_shape
 
-EXIT_USAGE = 2
 
 
 class UsageError(Exception):
     """An option the user can fix; printed as one line, exit 2."""
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line instead of usage + message
-        print(f"profile-gpu: error: {message} (see profile-gpu --help)", file=sys.stderr)
-        raise SystemExit(EXIT_USAGE)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="profile-gpu", description=__doc__.split("\n\n")[0],
+    p = OneLineParser(prog="profile-gpu", description=__doc__.split("\n\n")[0],
                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--version", action="version", version=f"profile-gpu {specdec_sim.__version__}")
     m = p.add_argument_group("models")
