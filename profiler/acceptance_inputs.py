@@ -7,14 +7,13 @@ Errors name the file and line (1-based) and exit 2 through `PromptsError`.
 """
 from __future__ import annotations
 
-import gzip
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from specdec_sim.profiler.acceptance import TokenRequest
+from specdec_sim.traces.acceptance import json_lines
 
 
 class PromptsError(ValueError):
@@ -73,24 +72,12 @@ def read_prompts(path: Path) -> list[PromptLine]:
     if not path.is_file():
         raise PromptsError(f"--prompts {path}: file not found")
     lines, seen = [], {}
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rt", encoding="utf-8") as handle:
-            for number, text in enumerate(handle, 1):
-                if not text.strip():
-                    continue
-                where = f"{path}: line {number}"
-                try:
-                    obj = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    raise PromptsError(f"{where}: bad JSON ({exc.msg} at column {exc.colno})") from None
-                line = parse_line(obj, where)
-                if line.id in seen:
-                    raise PromptsError(f"{where}: duplicate id {line.id!r} (first on line {seen[line.id]})")
-                seen[line.id] = number
-                lines.append(line)
-    except (OSError, EOFError, UnicodeDecodeError) as exc:
-        raise PromptsError(f"--prompts {path}: cannot read: {exc}") from None
+    for number, where, obj in json_lines(path, PromptsError, "--prompts "):
+        line = parse_line(obj, where)
+        if line.id in seen:
+            raise PromptsError(f"{where}: duplicate id {line.id!r} (first on line {seen[line.id]})")
+        seen[line.id] = number
+        lines.append(line)
     if not lines:
         raise PromptsError(f"--prompts {path}: no requests in the file")
     return lines

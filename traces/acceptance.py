@@ -136,7 +136,9 @@ def _open_text(path: Path):
     return open(path, encoding="utf-8")
 
 
-def _jsonl_records(path: Path, spans_field: str) -> Iterator[AcceptanceRecord]:
+def json_lines(path: Path, error: type[Exception], label: str = "") -> Iterator[tuple[int, str, object]]:
+    """(line number, "PATH: line N", decoded value) of every non-blank line of a JSONL or .jsonl.gz file; bad JSON
+    and unreadable or damaged files raise `error` in one line (`label` prefixes the path, e.g. an option)."""
     try:
         with _open_text(path) as handle:
             for number, line in enumerate(handle, 1):
@@ -146,10 +148,15 @@ def _jsonl_records(path: Path, spans_field: str) -> Iterator[AcceptanceRecord]:
                 try:
                     decoded = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise AcceptanceTraceError(f"{where}: bad JSON ({exc.msg} at column {exc.colno})") from None
-                yield record_from_json(decoded, where, spans_field)
+                    raise error(f"{where}: bad JSON ({exc.msg} at column {exc.colno})") from None
+                yield number, where, decoded
     except (OSError, EOFError, UnicodeDecodeError, zlib.error) as exc:  # zlib: a damaged .gz stream
-        raise AcceptanceTraceError(f"{path}: cannot read: {exc}") from None
+        raise error(f"{label}{path}: cannot read: {exc}") from None
+
+
+def _jsonl_records(path: Path, spans_field: str) -> Iterator[AcceptanceRecord]:
+    for _, where, decoded in json_lines(path, AcceptanceTraceError):
+        yield record_from_json(decoded, where, spans_field)
 
 
 def _parquet_records(path: Path, spans_field: str) -> Iterator[AcceptanceRecord]:
