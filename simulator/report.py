@@ -13,8 +13,10 @@ import contextlib
 import json
 import math
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -40,21 +42,57 @@ SUMMARY_FILE = "summary.json"
 
 
 # ---- files ---------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def signals_deferred(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
+    """Inside, SIGINT/SIGTERM are only recorded; on exit the previous handlers are restored and the
+    first recorded signal is handed to its handler (which raises KeyboardInterrupt, `Terminated`, ...).
+
+    A handler that raises can otherwise land inside a C extension's first import, e.g. pandas importing
+    pyarrow in `to_parquet`, leaving that module half-initialised so the next write fails with an
+    unrelated error. Masking the signal (`pthread_sigmask`) is not enough once other threads exist: the
+    kernel hands the signal to one of them and Python still runs the handler in the main thread.
+    Handlers can be swapped only in the main thread; elsewhere this does nothing (Python runs signal
+    handlers in the main thread only).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = {signum: signal.signal(signum, lambda signum, frame: pending.append(signum)) for signum in signals}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        if pending:
+            _deliver(pending[0], previous[pending[0]])
+
+
+def _deliver(signum: int, handler: Any) -> None:
+    """Act on a deferred signal as its handler would have."""
+    if callable(handler):
+        handler(signum, None)
+    elif handler != signal.SIG_IGN:  # SIG_DFL (or unknown): let the default action happen
+        signal.raise_signal(signum)
+
+
 def write_atomic(path: str | Path, writer: Callable[[str], Any]) -> None:
     """Write `path` through `writer(temporary path in the same directory)`, then rename it into place.
 
     Readers (and `--resume`) never see half a file: an interrupted write leaves the old file or none.
+    SIGINT/SIGTERM are deferred while the file is written and renamed, and acted on right after.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        writer(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    with signals_deferred():
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            writer(tmp)
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
 
 
 def _umask() -> int:

@@ -207,6 +207,27 @@ def test_write_atomic_keeps_the_old_file_when_interrupted(tmp_path):
     assert target.stat().st_mode & 0o777 == fresh.stat().st_mode & 0o777  # not mkstemp's 0600
 
 
+def test_a_signal_during_a_write_is_acted_on_once_the_file_is_complete(tmp_path):
+    """Ctrl-C or SIGTERM while a file is written (a first to_parquet imports pyarrow, and an interrupt
+    inside that import leaves it half-initialised) is deferred: the file completes, then it raises."""
+    import signal
+
+    target = tmp_path / "results.csv"
+    seen: list[str] = []
+
+    def write_with_a_signal_inside(tmp: str) -> None:
+        signal.raise_signal(signal.SIGINT)  # to this thread: the handler runs before the next line
+        seen.append("still writing")
+        Path(tmp).write_text("complete\n")
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(target, write_with_a_signal_inside)
+    assert seen == ["still writing"] and target.read_text() == "complete\n"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is back
+    write_atomic(target, lambda tmp: Path(tmp).write_text("again\n"))  # nothing pending afterwards
+    assert target.read_text() == "again\n"
+
+
 def test_interrupted_policy_is_not_finished(tmp_path, monkeypatch):
     result = run_simulation(trace(n=10), SimConfig(), "none", seed=0)
     write_result(result, tmp_path / "none", "none", 0)

@@ -206,11 +206,11 @@ def _timeline_run(plan: Plan):
 
 
 def _preload() -> None:
-    """Import what the end of a sweep needs (rich, matplotlib) now, with SIGINT/SIGTERM held back, so
+    """Import what the end of a sweep needs (rich, matplotlib) now, with SIGINT/SIGTERM deferred, so
     a signal never lands inside a C extension's import (which turns it into an ImportError)."""
-    from specdec_sim.simulator.sweep.lifecycle import signals_blocked
+    from specdec_sim.simulator.sweep.lifecycle import signals_deferred
 
-    with signals_blocked():
+    with signals_deferred():
         import rich.table  # noqa: F401
 
         from specdec_sim.simulator.sweep import plots, tables  # noqa: F401

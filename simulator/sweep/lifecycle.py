@@ -7,8 +7,9 @@
   SIGKILL of `sweep` leaves workers running, holding its output pipe.
 * `terminate_workers(pool)` kills a process pool's workers now (an interrupted sweep does not wait
   for the runs in flight; they are rerun on resume).
-* `signals_blocked()` holds SIGINT/SIGTERM back around imports of C extensions (a signal inside
-  one surfaces as an ImportError, not a KeyboardInterrupt).
+* `signals_deferred()` (from `simulator.report`, which defers signals around every file write)
+  defers SIGINT/SIGTERM around imports of C extensions (a signal inside one surfaces as an
+  ImportError, not a KeyboardInterrupt).
 * `Terminated` is raised by the handler `sigterm_as_interrupt` installs, so code that cleans up after
   Ctrl-C (`except KeyboardInterrupt`) cleans up after SIGTERM too.
 """
@@ -22,6 +23,8 @@ import sys
 import threading
 import time
 from typing import Any, Iterator
+
+from specdec_sim.simulator.report import signals_deferred  # noqa: F401  (re-exported)
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 WATCHDOG_INTERVAL_S = 0.5
@@ -47,19 +50,6 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-@contextlib.contextmanager
-def signals_blocked(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
-    """Hold back `signals` in this thread (POSIX); a signal that came meanwhile is delivered on exit."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _set_pdeathsig() -> None:

@@ -2,7 +2,7 @@
 
 Rows are keyed by `run_id`; a journal line that is torn or not a row is skipped with one warning
 line on stderr (its run is run again); `ResultStore.add` appends to the journal with fsync and rewrites the
-table atomically at most once per `TABLE_REWRITE_INTERVAL_S`, and `write_table` at the end.
+table atomically (`write_atomic`, signals held back while it writes) at most once per `TABLE_REWRITE_INTERVAL_S`, and `write_table` at the end.
 """
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
+
+from specdec_sim.simulator.report import write_atomic
 
 JOURNAL = "runs.jsonl"
 STATUS_OK = "ok"
@@ -98,8 +100,8 @@ class ResultStore:
         self._last_write = time.monotonic()
         if df.empty:
             return df
-        _atomic(self.out_dir / f"{self.name}.parquet", lambda p: df.to_parquet(p, index=False))
-        _atomic(self.out_dir / f"{self.name}.csv", lambda p: df.to_csv(p, index=False))
+        write_atomic(self.out_dir / f"{self.name}.parquet", lambda p: df.to_parquet(p, index=False))
+        write_atomic(self.out_dir / f"{self.name}.csv", lambda p: df.to_csv(p, index=False))
         return df
 
 
@@ -116,9 +118,3 @@ def _json_default(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()  # numpy scalars
     return str(value)
-
-
-def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
