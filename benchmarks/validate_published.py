@@ -72,7 +72,8 @@ class ValidationError(ValueError):
 @dataclass(frozen=True)
 class Options:
     fig4_context_tokens: int = 1024  # per request in Fig.4 (its dataset is not stated; the builder fits at 1024)
-    ktable_context_tokens: int = 512  # per request in the k-table (a ShareGPT-like prompt plus half its output)
+    # per request in the k-table: PR #32374's author is #20780's, whose benchmark is MT-Bench (section 1's context)
+    ktable_context_tokens: int = MT_BENCH_CONTEXT_TOKENS
     load_context_tokens: int = 1024  # per request in the 70B comparison
     sim_requests: int = 100  # batch-1 simulated requests per k (section 1b)
     overrides: dict = field(default_factory=dict)  # role -> NAME|PATH
@@ -278,26 +279,43 @@ def published_best_k(points: dict, batch: int) -> int | None:
     return int(point(points, "best_k/8b-eagle/B>=256", "best_k")) if batch >= 256 else None
 
 
+def published_k_values(points: dict) -> tuple[int, ...]:
+    """The proposal lengths PR #32374's schedule chooses among (3, 2 and 0): the like-for-like candidate set."""
+    return tuple(sorted({int(value) for (setting, metric), value in points.items()
+                         if setting.startswith("best_k/8b-eagle/") and metric == "best_k"}))
+
+
 def best_k_table(points: dict, cals: dict, opts: Options, report: Report) -> None:
-    """Section 4: build_k_table with the published EAGLE-1 acceptance (AL at k=3, #20780) against PR #32374."""
+    """Section 4: build_k_table with the published EAGLE-1 acceptance (AL at k=3, #20780) against PR #32374.
+
+    The PR publishes a schedule over k in {3, 2, 0}; the checked table chooses among the same values. The
+    table over every k in 0..7 is reported beside it: where it picks k = 1 no published measurement exists.
+    """
     cal = cals["8b-eagle"]
     if cal is None:
         return
     alpha = alpha_from_acceptance_length(point(points, "tpot_vs_k/eagle1/k=3", "acceptance_length"), 3)
     sizes = [b for b in KTABLE_BATCHES if b <= cal.valid_range.max_batch_size]
-    table = build_k_table(engine_cost(cal, "8b-eagle"), alpha, opts.ktable_context_tokens, max(KS), sizes)
+    cost, context, published_ks = engine_cost(cal, "8b-eagle"), opts.ktable_context_tokens, published_k_values(points)
+    table = build_k_table(cost, alpha, context, max(KS), sizes, candidates=published_ks)
     ks = {b: k for lo, hi, k in table for b in sizes if lo <= b <= hi}
+    free = {b: k for lo, hi, k in build_k_table(cost, alpha, context, max(KS), sizes) for b in sizes if lo <= b <= hi}
+    candidates = ",".join(map(str, published_ks))
     for b in sizes:
         want = published_best_k(points, b)
         report.rows.append(Row("4 best k by batch", f"best_k/8b-eagle/B={b}", cal.name, "best k", ks[b], want, "k",
-                               None if want is None else ks[b] - want, "", f"alpha {alpha:.3f}"))
+                               None if want is None else ks[b] - want, "",
+                               f"alpha {alpha:.3f}, context {context}, k in {{{candidates}}}"))
+    for b in sizes:
+        report.rows.append(Row("4 best k by batch", f"best_k/8b-eagle/B={b}/any-k", cal.name, "best k, k in 0..7",
+                               free[b], None, "k", None, "", "not published: the PR's schedule never uses k = 1"))
     low = all(ks[b] >= 2 for b in sizes if b <= 16)
     high = [b for b in sizes if b >= 256]
     report.checks.append(Check("k-table: k >= 2 up to batch 16", low,
                                f"{cal.name}: " + ", ".join(f"B={b}: {ks[b]}" for b in sizes if b <= 16)))
     report.checks.append(Check("k-table: k = 0 from batch 256", bool(high) and all(ks[b] == 0 for b in high),
-                               f"{cal.name}: " + (", ".join(f"B={b}: {ks[b]}" for b in high) or "batch 256 outside "
-                                                  "valid_range")))
+                               f"{cal.name}, k in {{{candidates}}}: " + (
+                                   ", ".join(f"B={b}: {ks[b]}" for b in high) or "batch 256 outside valid_range")))
 
 
 def crossover_batch(ratio: Callable[[int], float], max_batch: int) -> int | None:
