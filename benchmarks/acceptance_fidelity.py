@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", default="1,16,64,128", help="closed batch sizes B (comma-separated)")
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--proposers", default=",".join(PROPOSERS))
-    parser.add_argument("--seeds", type=int, default=3, help="profile runs per row (their mean is compared)")
+    parser.add_argument("--seeds", type=int, default=6, help="profile runs per row (their mean is compared)")
     parser.add_argument("--profiles", type=Path, default=ROOT / "traces" / "data" / "acceptance_profiles",
                         help="fitted profiles <dataset>-<proposer>.json (fitted from --data if missing)")
     parser.add_argument("--csv", type=Path, default=ROOT / "docs" / "acceptance-fidelity.csv")

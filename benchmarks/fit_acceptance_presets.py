@@ -33,7 +33,7 @@ SOURCE = {
     "measured": "Llama-3.1-8B-Instruct, greedy decoding, H100; EAGLE head and n-gram prompt lookup",
     "license": "the repository states no license; only derived statistics are shipped here (quantiles, rates, "
                "transition probabilities; for length strata under 20 requests their fitted 5-number parameter "
-               "vectors), never per-request sequences",
+               "vectors and whether their long runs copy to the end of the output), never per-request sequences",
     "fitted_by": "benchmarks/fit_acceptance_presets.py",
 }
 

@@ -3,7 +3,8 @@
 Pure numpy. Per request: the run starts of an unlimited-proposal replay (`fresh_visits`), their
 match chain, the position counts of their spans, the lengths of runs past the measurement cap;
 pooled (requests weighing alike): the position shape, the continuation laws, the lead hazard
-and the first match's offsets; the long-run excess by a random-effects fit. `fit_profile`
+(per length stratum too) and the first match's offsets; each request's position-rate shift by
+mean-span matching (traces/acceptance_shift.py); the long-run excess by a random-effects fit. `fit_profile`
 turns them into the stored quantiles, strata and correlations; `fit_summary` into the numbers
 a reader checks a fit by.
 """
@@ -18,8 +19,11 @@ import numpy as np
 
 from specdec_sim.traces.acceptance_profile import (CONTINUATION_BUCKETS, LEVELS, MAX_CONTINUATION, MAX_CUT, MAX_LEAD,
                                                    MAX_POSITION, MAX_STRATA, MIN_CAPPED, MIN_STRATUM, PARAMS,
-                                                   PRIOR_EXCESS_RUNS, PRIOR_SHIFT_SD, PRIOR_TRANSITIONS,
+                                                   PRIOR_TRANSITIONS,
                                                    AcceptanceProfile, ProfileError, _logit, _sigmoid, bucket_name)
+from specdec_sim.traces.acceptance_copies import (fit_end_copy, is_end_copy, long_runs, member_end_copy,
+                                                  stratum_end_copy)
+from specdec_sim.traces.acceptance_shift import first_shift_offset, later_match_spans, request_shifts
 
 _NORMAL = NormalDist()
 
@@ -89,18 +93,6 @@ def _continuation_hist(spans: np.ndarray, cap: int | None = None, max_d: int = M
     return hist
 
 
-def _map_shift(trials: np.ndarray, wins: np.ndarray, shape_logit: np.ndarray) -> float:
-    """Logit shift maximising the request's likelihood under a N(0, PRIOR_SHIFT_SD^2) prior (bisection)."""
-    def score(d: float) -> float:
-        return float(np.sum(wins - trials * _sigmoid(shape_logit + d))) - d / PRIOR_SHIFT_SD ** 2
-
-    lo, hi = -12.0, 12.0
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if score(mid) > 0 else (lo, mid)
-    return (lo + hi) / 2
-
-
 def _transitions(visits: np.ndarray) -> np.ndarray:
     """Counts [[n00, n01], [n10, n11]] of match indicators over consecutive fresh visits."""
     m = (visits >= 2).astype(np.int64)
@@ -151,6 +143,8 @@ class RequestFit:
     excess_residual: np.ndarray | None = None
     lead_hazard: list | None = None
     first_offsets: dict | None = None
+    firsts: list | None = None  # per request: index of its first matching fresh visit
+    long_runs: list | None = None  # per request: (tokens left at its start, tokens left after it) per long run
 
 
 def fit_requests(records: Sequence, name: str = "profile") -> RequestFit:
@@ -179,24 +173,31 @@ def fit_requests(records: Sequence, name: str = "profile") -> RequestFit:
     pool11 = _request_mean([t[1, 1] / t[1].sum() for t in trans if t[1].sum()], 0.5)
     first_match = _request_mean([float(v[0] >= 2) for v, _, _, _ in usable], 0.5)
     first_long = [bool(m0 < len(v) and cap is not None and v[m0] >= cap) for (v, _, _, _), m0 in zip(usable, firsts)]
-    excess = [_capped_excess(s, cap) for _, _, s, _ in usable]
-    later_excess = [x[1:] if fl else x for x, fl in zip(excess, first_long)]  # the first match has its offsets
+    runs = [long_runs(s, cap) for _, _, s, _ in usable]
+    # the length law is fitted on the long runs that are not copies to the end (acceptance_copies.py)
+    excess = [[x if not is_end_copy(tail) else None for x, (_, tail) in zip(_capped_excess(s, cap), rs)]
+              for (_, _, s, _), rs in zip(usable, runs)]
+    later_excess = [[x for x in (xs[1:] if fl else xs) if x is not None]  # the first match has its offsets
+                    for xs, fl in zip(excess, first_long)]
     locations, residual = _excess_locations(later_excess)
     a = PRIOR_TRANSITIONS
     longs = [_long_counts(v[m0 + 1:], cap) for (v, _, _, _), m0 in zip(usable, firsts)]
     pool_long = _request_mean([n / m for n, m in longs if m], 0.0)
+    shifts = request_shifts([later_match_spans(v, c, m0, cap) for (v, c, _, _), m0 in zip(usable, firsts)],
+                            shape_logit, cap)
     rows = []
-    for (visits, _, _, length), (t, w), tr, loc, (n_long, n_match) in zip(usable, counts, trans, locations, longs):
+    for (visits, _, _, length), tr, loc, (n_long, n_match), shift in zip(usable, trans, locations, longs, shifts):
         p01 = (tr[0, 1] + a * pool01) / (tr[0].sum() + a)
         p11 = (tr[1, 1] + a * pool11) / (tr[1].sum() + a)
         long = (n_long + a * pool_long) / (n_match + a)
-        rows.append((_logit(p01), _logit(p11), _map_shift(t, w, shape_logit), loc, _logit(long), length))
+        rows.append((_logit(p01), _logit(p11), float(shift), loc, _logit(long), length))
     table = np.array(rows)
     offsets = _first_offsets(usable, firsts, first_long, excess, table, shape_logit, cap)
     hists = [_continuation_hist(s, cap) for _, _, s, _ in usable]
     hist = np.array([[_bucket_mean([h[b, d] for h in hists]) for d in range(MAX_CUT)]
                      for b in range(len(CONTINUATION_BUCKETS))])
-    return RequestFit(shape, hist, table, first_match, usable, cap, residual, _lead_hazard(usable, firsts), offsets)
+    return RequestFit(shape, hist, table, first_match, usable, cap, residual, _lead_hazard(usable, firsts), offsets,
+                      firsts, runs)
 
 
 def _first_match(visits: np.ndarray) -> int:
@@ -246,19 +247,15 @@ def _first_offsets(usable, firsts, first_long, excess, table, shape_logit, cap) 
         idx = [i for i, h in enumerate(has) if h]
         if 0 < share < 1:
             out["logit_long"] = _solve(lambda d: float(np.mean(_sigmoid(logit_long[idx] + d))) - share)
-        firsts_x = [(excess[i][0], loc[i]) for i in range(len(usable)) if first_long[i] and excess[i]]
+        firsts_x = [(excess[i][0], loc[i]) for i in range(len(usable))
+                    if first_long[i] and excess[i] and excess[i][0] is not None]
         if firsts_x:
             out["excess"] = float(np.mean([x - l for x, l in firsts_x]))
-    trials, wins, who = [], [], []
+    spans, who = [], []
     for i, ((v, c, _, _), m0) in enumerate(zip(usable, firsts)):
-        if has[i] and not first_long[i]:
-            t, w = _shape_counts(v[m0:m0 + 1], c[m0:m0 + 1], cap)
-            trials.append(t), wins.append(w), who.append(i)
-    if who:
-        t, w = np.array(trials), np.array(wins)
-        logits = shape_logit[None, :] + shift[who][:, None]
-        if 0 < w.sum() < t.sum():
-            out["shift"] = _solve(lambda d: float(np.sum(t * _sigmoid(logits + d)) - w.sum()))
+        if has[i] and not first_long[i] and not c[m0]:
+            spans.append(int(v[m0])), who.append(i)
+    out["shift"] = first_shift_offset(spans, shift[who], shape_logit, cap)
     return {k: round(float(x), 6) for k, x in out.items()}
 
 
@@ -354,6 +351,7 @@ def fit_profile(records: Sequence, name: str, proposer: str = "", description: s
     fit = fit_requests(records, name)
     table, lengths = fit.table[:, :len(PARAMS)], fit.table[:, len(PARAMS)].astype(np.int64)
     groups = length_strata(lengths)
+    end_copy = fit_end_copy(fit.long_runs) if fit.cap else {}
     scores = np.vstack([np.column_stack([_normal_scores(table[g, j]) for j in range(len(PARAMS))]) for g in groups])
     corr = np.corrcoef(scores, rowvar=False) if len(table) > 2 else np.eye(len(PARAMS))
     corr = np.nan_to_num(corr, nan=0.0)
@@ -362,7 +360,12 @@ def fit_profile(records: Sequence, name: str, proposer: str = "", description: s
                "quantiles": {p: [round(float(q), 6) for q in np.quantile(table[g, j], LEVELS, method="inverted_cdf")]
                              for j, p in enumerate(PARAMS)},
                "correlation": [[round(float(c), 4) for c in row] for row in _score_correlation(table[g], corr)],
-               **({"members": [[round(float(x), 4) for x in row] for row in table[g]]} if len(g) < MIN_STRATUM else {})}
+               **({"members": [[round(float(x), 4) for x in row] for row in table[g]]} if len(g) < MIN_STRATUM
+                  else {"lead_hazard": _lead_hazard([fit.usable[j] for j in g], [fit.firsts[j] for j in g])}),
+               **({"member_end_copy": [member_end_copy(fit.long_runs[j]) for j in g]}
+                  if end_copy and len(g) < MIN_STRATUM else {}),
+               **({"end_copy": stratum_end_copy([fit.long_runs[j] for j in g], end_copy)}
+                  if end_copy and len(g) >= MIN_STRATUM else {})}
               for i, g in enumerate(groups)]
     profile = AcceptanceProfile(
         name=name, proposer=proposer, description=description,
@@ -372,7 +375,8 @@ def fit_profile(records: Sequence, name: str, proposer: str = "", description: s
                       for bucket, laws in zip(CONTINUATION_BUCKETS, fit.continuation) for d in range(MAX_CUT)},
         strata=strata, correlation=[[round(float(c), 4) for c in row] for row in corr], source=dict(source or {}),
         measurement_cap=fit.cap, excess_residual=[round(float(q), 6) for q in fit.excess_residual],
-        lead_hazard=fit.lead_hazard, first_match_offsets=fit.first_offsets)
+        lead_hazard=fit.lead_hazard, first_match_offsets=fit.first_offsets,
+        end_copy=end_copy)
     profile.summary = fit_summary(records, fit.usable, fit.first_match)
     return profile
 

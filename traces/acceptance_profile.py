@@ -17,18 +17,20 @@ replay visits (the last one is censored when it reaches the end of the output):
   verifies there, so verify work on lookups whose first draft fails is not counted (a lower bound
   on wasted verification). For draft models and EAGLE (which always propose) "no match" simply
   means the first draft is rejected; the law of the tokens is the same.
-* **the lead** (fresh visits before a request's first match) has its own pooled hazard per visit,
-  `lead_hazard` (MAX_LEAD - 1 visits, then one tail rate), and the chain is fitted on the visits from
-  the first match on: prompt lookup cannot match before its n-gram exists (InstructCoder n-gram:
-  68 % of requests open with exactly six span-1 positions).
+* **the lead** (fresh visits before a request's first match) has its own hazard per visit,
+  `lead_hazard` (MAX_LEAD - 1 visits, then one tail rate), pooled and per length stratum
+  (`strata[i].lead_hazard`, in strata of >= MIN_STRATUM requests: the lead grows with the output),
+  and the chain is fitted on the visits from the first match on: prompt lookup cannot match before
+  its n-gram exists (InstructCoder n-gram: 68 % of requests open with exactly six span-1 positions).
 * **the first match** differs from later ones by pooled offsets, `first_match_offsets` (logit of
   P(long), log1p of the excess, logit shift of the position rates), each solved so the fitted
   requests predict what their first matches show (InstructCoder n-gram: 41 % of first matches
   are long copies of the prompt, 13 % of later ones).
 * **acceptance given a match**: draft position j >= 1 (0-based) survives, given the earlier ones
   did, with conditional rate sigmoid(logit h_j + shift_r): a pooled position shape h_j and a
-  per-request logit shift (a MAP estimate under a N(0, 1) prior, so short requests shrink to the
-  shape). Positions beyond MAX_POSITION reuse the last rate.
+  per-request logit shift solved so the request's mean span equals its own (mean-span matching,
+  PRIOR_SPAN_VISITS pseudo-visits at the requests' mean; traces/acceptance_shift.py). Positions
+  beyond MAX_POSITION reuse the last rate.
 * **long runs** (data with a measurement cap, `measurement_cap`: the n-gram files' longest
   proposal was 20 drafts, so spans pile up at 21): with per-request probability `long_r` a match
   is a copy at the cap, whose true length is cap + E with log1p(E) = excess_loc_r + a pooled
@@ -38,6 +40,9 @@ replay visits (the last one is censored when it reaches the end of the output):
   from its start to the end of the first visit below the cap. log1p(E) is a random-effects fit
   (request location = best linear predictor, residual = within-request scatter): within- and
   between-request spreads are alike in the data, so a request's long runs are not all one length.
+  A long run that copies to the end of the output (code edits copy the rest of the file) is its
+  own regime, by the output left where it starts (`end_copy`; traces/acceptance_copies.py); the
+  others are drawn to end before the output does.
 
 Across requests, PARAMS = (logit p01, logit p11, shift, excess_loc, logit long) are stored as 41
 quantiles each per output-length STRATUM, plus the correlation of their within-stratum normal
@@ -78,7 +83,7 @@ MIN_STRATUM = 20  # requests per length stratum (the capped-length stratum needs
 MIN_CAPPED = 3
 MAX_STRATA = 6  # equal-count length strata below the capped length
 PRIOR_TRANSITIONS = 2.0  # pseudo-transitions pulling a request's chain toward the pooled one
-PRIOR_SHIFT_SD = 1.0
+PRIOR_SPAN_VISITS = 0.25  # pseudo-visits at the requests' mean span pulling a request's shift (acceptance_shift.py)
 PRIOR_EXCESS_RUNS = 0.25  # pseudo-runs pulling a request's long-run length to the mean (small: one loop is real)
 PRESET_PACKAGE = "specdec_sim.traces.data"
 PRESET_DIR = "acceptance_profiles"
@@ -103,6 +108,7 @@ class AcceptanceProfile:
     excess_residual: list[float] = field(default_factory=list)  # log1p(long-run excess) - request location, at LEVELS
     lead_hazard: list[float] = field(default_factory=list)  # P(first match at fresh visit j | none before); [] = chain
     first_match_offsets: dict = field(default_factory=dict)  # first match vs later: logit_long, excess, shift
+    end_copy: dict = field(default_factory=dict)  # long runs that copy to the end: room_bounds, first, later, tail
     summary: dict = field(default_factory=dict)
     source: dict = field(default_factory=dict)
     levels: list[float] = field(default_factory=lambda: list(LEVELS))
@@ -210,6 +216,31 @@ def _check(profile: AcceptanceProfile, where: str) -> None:
                                    f"non-decreasing values")
     if not all(0 <= h <= 1 for h in profile.lead_hazard):
         raise ProfileError(f"{where}: lead_hazard must hold probabilities in [0, 1]")
+    for i, stratum in enumerate(profile.strata):
+        own = stratum.get("end_copy")
+        width = len(profile.end_copy.get("room_bounds", [])) + 1
+        if own is not None and not (isinstance(own, dict) and all(
+                isinstance(own.get(k), list) and len(own[k]) == width
+                and all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in own[k]) for k in ("first", "later"))):
+            raise ProfileError(f"{where}: strata[{i}].end_copy must hold first and later shares per room bin")
+        copies = stratum.get("member_end_copy", [])
+        if not isinstance(copies, list) or not all(isinstance(c, list) and len(c) == 2
+                                                   and all(isinstance(x, (int, float)) and 0 <= x <= 1 for x in c)
+                                                   for c in copies):
+            raise ProfileError(f"{where}: strata[{i}].member_end_copy must hold [first, later] probabilities")
+        hazard = stratum.get("lead_hazard", [])
+        if not isinstance(hazard, list) or not all(isinstance(h, (int, float)) and 0 <= h <= 1 for h in hazard):
+            raise ProfileError(f"{where}: strata[{i}].lead_hazard must hold probabilities in [0, 1]")
+    copy = profile.end_copy
+    if copy:
+        bounds, tail = copy.get("room_bounds"), copy.get("tail")
+        shares = [copy.get("first"), copy.get("later")]
+        if (not isinstance(bounds, list) or not isinstance(tail, dict) or not tail
+                or not all(isinstance(x, list) and len(x) == len(bounds) + 1
+                           and all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in x) for x in shares)
+                or not all(str(k).isdigit() for k in tail) or abs(sum(tail.values()) - 1.0) > 1e-3):
+            raise ProfileError(f"{where}: end_copy must hold room_bounds, first and later shares in [0, 1] (one more "
+                               f"than bounds), and a tail law of token counts summing to 1")
     offsets = profile.first_match_offsets
     if not all(isinstance(offsets.get(k, 0.0), (int, float)) for k in ("logit_long", "excess", "shift")):
         raise ProfileError(f"{where}: first_match_offsets must map logit_long, excess, shift to numbers")

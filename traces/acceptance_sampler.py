@@ -7,6 +7,7 @@ the tokens the step emitted (traces/acceptance_profile.py describes the model).
 """
 from __future__ import annotations
 
+import bisect
 import math
 import random
 from dataclasses import dataclass
@@ -43,6 +44,13 @@ class RunProcess:
     first_long: float | None = None  # P(long) of the request's first match (None: `long`)
     first_rates: tuple[float, ...] = ()  # position rates of a first match below the cap (() : `rates`)
     first_excess: float = 0.0  # added to log1p(E) of a long first match
+    tokens_left: int = 0  # output tokens still to come (0: not known): a long run is drawn to end before them
+    end_bounds: tuple[int, ...] = ()  # room bins of the share of long runs that copy to the end of the output
+    end_first: tuple[float, ...] = ()  # per room bin, for the request's first long run
+    end_later: tuple[float, ...] = ()  # for its later ones
+    end_own: tuple[float, float] | None = None  # a dealt member's own (first, later) shares instead
+    end_tail_cdf: tuple[float, ...] = ()  # CDF of the tokens after such a copy; () = no copies
+    long_runs: int = 0  # long runs drawn so far
     fresh_seen: int = 0  # fresh positions drawn so far
     matched: bool = False  # whether a fresh position has matched yet
 
@@ -93,17 +101,50 @@ class RunProcess:
             while span < top and rng.random() < rates[min(span - 2, last)]:
                 span += 1
         if self.cap and span >= self.cap:  # a long run: draw its length
-            u = rng.random() * (len(LEVELS) - 1)
-            lo = int(u)
-            hi = min(lo + 1, len(LEVELS) - 1)
-            resid = self.excess_residual[lo] + (u - lo) * (self.excess_residual[hi] - self.excess_residual[lo])
-            loc = self.excess_loc + (self.first_excess if first else 0.0)
-            self.run_left = self.cap + int(round(math.expm1(max(0.0, loc + resid))))
+            self.run_left = self._long_run_length(first, rng)
+            self.long_runs += 1
         self.span = span
         return span
 
+    def _long_run_length(self, first: bool, rng: random.Random) -> int:
+        """Tokens of a long run starting now: a copy to the end of the output (all but a drawn tail), else
+        cap + E from the request's length law, drawn to end before the output does when its length is known."""
+        left = self.tokens_left
+        if left > 0 and self.end_tail_cdf:
+            if self.end_own is not None:  # a dealt member: as its own long runs did
+                share = self.end_own[0] if self.long_runs == 0 else self.end_own[1]
+            else:
+                shares = self.end_first if self.long_runs == 0 else self.end_later
+                share = shares[sum(left >= b for b in self.end_bounds)]
+            if share > 0.0 and rng.random() < share:
+                u, tail = rng.random(), 0
+                while tail < len(self.end_tail_cdf) - 1 and u > self.end_tail_cdf[tail]:
+                    tail += 1
+                return max(self.cap, left - tail)
+        loc = self.excess_loc + (self.first_excess if first else 0.0)
+        top = len(LEVELS) - 1
+        if left > 0:
+            top = self._residual_level(math.log1p(max(0, left - 1 - self.cap)) - loc)
+        u = rng.random() * top
+        lo = int(u)
+        hi = min(lo + 1, len(LEVELS) - 1)
+        resid = self.excess_residual[lo] + (u - lo) * (self.excess_residual[hi] - self.excess_residual[lo])
+        return self.cap + int(round(math.expm1(max(0.0, loc + resid))))
+
+    def _residual_level(self, limit: float) -> float:
+        """The level (0..len(LEVELS) - 1, interpolated) up to which the excess residual quantiles stay <= limit."""
+        q = self.excess_residual
+        i = bisect.bisect_right(q, limit) - 1
+        if i < 0:
+            return 0.0
+        if i >= len(q) - 1:
+            return float(len(q) - 1)
+        return i + ((limit - q[i]) / (q[i + 1] - q[i]) if q[i + 1] > q[i] else 0.0)
+
     def advance(self, emitted: int) -> None:
         """The step emitted `emitted` tokens: the run continues if it was cut short."""
+        if self.tokens_left > 0:
+            self.tokens_left = max(1, self.tokens_left - emitted)
         span = self.span or 1
         if self.run_left > 0:
             self.run_left = max(0, self.run_left - emitted)
@@ -146,6 +187,17 @@ class ProfileSampler:
         self.excess_residual = tuple(float(x) for x in (profile.excess_residual or [0.0] * len(LEVELS)))
         self._dealt: dict[int, list[int]] = {}
         self.lead_hazard = tuple(float(h) for h in profile.lead_hazard)
+        copy = profile.end_copy or {}
+        tail = copy.get("tail", {})
+        probs = np.array([float(tail.get(str(t), 0.0)) for t in range(max((int(k) for k in tail), default=-1) + 1)])
+        self.end_tail_cdf = tuple(float(c) for c in np.cumsum(probs) / probs.sum()) if probs.sum() > 0 else ()
+        self.end_bounds = tuple(int(b) for b in copy.get("room_bounds", []))
+        self.end_first = tuple(float(x) for x in copy.get("first", []))
+        self.end_later = tuple(float(x) for x in copy.get("later", []))
+        # a stratum's own lead hazard where it has one (the lead grows with the output: InstructCoder n-gram's
+        # shortest sixth of requests spends 15 % of its tokens before the first match, the pooled hazard 21 %)
+        self.lead_by_stratum = [tuple(float(h) for h in s["lead_hazard"]) if s.get("lead_hazard") else self.lead_hazard
+                                for s in profile.strata]
         self.offsets = {k: float(profile.first_match_offsets.get(k, 0.0)) for k in ("logit_long", "excess", "shift")}
 
     def stratum(self, output_tokens: int) -> int:
@@ -164,26 +216,53 @@ class ProfileSampler:
             queue = self._dealt.setdefault(stratum, [])
             if not queue:
                 queue.extend(self._rng.permutation(len(members)).tolist())
-            p01, p11, shift, excess_loc, logit_long = members[queue.pop(0)]
-            return self.process_for(float(_sigmoid(p01)), float(_sigmoid(p11)), shift, excess_loc, logit_long)
+            member = queue.pop(0)
+            p01, p11, shift, excess_loc, logit_long = members[member]
+            return self._for_output(self.process_for(float(_sigmoid(p01)), float(_sigmoid(p11)), shift, excess_loc,
+                                                     logit_long, self.lead_by_stratum[stratum]), output_tokens,
+                                    stratum, member)
         q = self.q[stratum]
         z = self._roots[stratum] @ self._rng.standard_normal(len(PARAMS))
         u = [_NORMAL.cdf(float(x)) for x in z]
         top = len(self.levels) - 1  # the stored step quantiles are read at the nearest level: values of real
         p01, p11, shift, excess_loc, logit_long = (float(q[p][min(top, int(ui * top + 0.5))])
                                                    for ui, p in zip(u, PARAMS))
-        return self.process_for(float(_sigmoid(p01)), float(_sigmoid(p11)), shift, excess_loc, logit_long)
+        return self._for_output(self.process_for(float(_sigmoid(p01)), float(_sigmoid(p11)), shift, excess_loc,
+                                                 logit_long, self.lead_by_stratum[stratum]), output_tokens,
+                                stratum)
+
+    def _for_output(self, process: RunProcess, output_tokens: int, stratum: int, member: int | None = None
+                    ) -> RunProcess:
+        """The process of a request of `output_tokens` (its first is the prefill's): a long run copies to the end
+        of the output as often as the data's long runs with as much output left did (a dealt member: as its own
+        did, so the one repetition loop its lookup copied to the end stays that one loop); the others end before
+        the output does."""
+        process.tokens_left = max(1, int(output_tokens) - 1)
+        if self.end_tail_cdf:
+            process.end_bounds, process.end_tail_cdf = self.end_bounds, self.end_tail_cdf
+            process.end_first, process.end_later = self.end_first, self.end_later
+            mine = self.profile.strata[stratum].get("end_copy")
+            if mine:  # the stratum's own shares (the code-edit copies are most common in short answers)
+                process.end_first = tuple(float(x) for x in mine["first"])
+                process.end_later = tuple(float(x) for x in mine["later"])
+            own = self.profile.strata[stratum].get("member_end_copy")
+            if member is not None and own:
+                process.end_own = (float(own[member][0]), float(own[member][1]))
+        return process
 
     def process_for(self, p01: float, p11: float, shift: float, excess_loc: float = 0.0,
-                    logit_long: float = -30.0) -> RunProcess:
-        """A process with given parameters (tests, and replaying a fitted request)."""
+                    logit_long: float = -30.0, lead_hazard: tuple[float, ...] | None = None) -> RunProcess:
+        """A process with given parameters (tests, and replaying a fitted request); `lead_hazard` defaults to
+        the profile's pooled one."""
+        offsets = self.offsets
         rates = tuple(float(r) for r in _sigmoid(self.shape_logit + shift))
-        first_rates = tuple(float(r) for r in _sigmoid(self.shape_logit + shift + self.offsets["shift"]))
+        first_rates = tuple(float(r) for r in _sigmoid(self.shape_logit + shift + offsets["shift"]))
         return RunProcess(p01, p11, rates, self.continuation_cdf, first_match=self.first_match, cap=self.cap,
                           excess_loc=excess_loc, excess_residual=self.excess_residual,
-                          long=float(_sigmoid(logit_long)) if self.cap else 0.0, lead_hazard=self.lead_hazard,
-                          first_long=float(_sigmoid(logit_long + self.offsets["logit_long"])) if self.cap else 0.0,
-                          first_rates=first_rates, first_excess=self.offsets["excess"])
+                          long=float(_sigmoid(logit_long)) if self.cap else 0.0,
+                          lead_hazard=self.lead_hazard if lead_hazard is None else lead_hazard,
+                          first_long=float(_sigmoid(logit_long + offsets["logit_long"])) if self.cap else 0.0,
+                          first_rates=first_rates, first_excess=offsets["excess"])
 
 
 
