@@ -28,11 +28,11 @@ def test_long_run_tails_by_hand():
     # a run of 12 at position 3 (span 8, then the visit at 11 continues it with 4, to position 15), then the
     # output's tokens 16, 17, 18
     spans = np.array([1, 1, 1] + copy_block(12) + [2, 1, 1, 1])
-    assert long_runs(spans, CAP) == [(15, 3)]  # 15 output tokens left where it starts, 3 after it
+    assert long_runs(spans, CAP) == [(15, 3, 12)]  # 15 output tokens left where it starts, 3 after it, 12 long
     # the same run followed by a single token: a copy to the end
-    assert long_runs(np.array([1, 1, 1] + copy_block(12) + [1, 1]), CAP) == [(13, 1)]
+    assert long_runs(np.array([1, 1, 1] + copy_block(12) + [1, 1]), CAP) == [(13, 1, 12)]
     assert long_runs(spans, None) == []
-    assert member_end_copy([(50, 1), (40, 9), (9, 0)]) == [1.0, 0.5] and member_end_copy([]) == [0.0, 0.0]
+    assert member_end_copy([(50, 1, 40), (40, 9, 30), (9, 0, 9)]) == [1.0, 0.5] and member_end_copy([]) == [0.0, 0.0]
     assert [room_bin(r) for r in (0, 31, 32, 10 ** 6)] == [0, 0, 1, 1] and ROOM_BOUNDS == (32,)
 
 
@@ -77,7 +77,8 @@ def test_a_profile_of_answers_that_copy_to_the_end_copies_to_the_end():
     assert min(profile.end_copy["first"][:2]) > 0.6  # the copies start with 20-60 tokens left
     # per room bin, the fitted shares (first long runs, later ones) are the measured ones, shrunk toward the pooled
     # share by PRIOR_END_RUNS
-    measured = [(j > 0, room, tail) for r in records for j, (room, tail) in enumerate(long_runs(np.array(r.spans), CAP))]
+    measured = [(j > 0, room, tail) for r in records
+                for j, (room, tail, _) in enumerate(long_runs(np.array(r.spans), CAP))]
     for name, later in (("first", False), ("later", True)):
         mine = [(room, tail) for is_later, room, tail in measured if is_later == later]
         pooled = np.mean([tail <= END_TAIL for _, tail in mine]) if mine else 0.0
@@ -103,7 +104,7 @@ def test_long_runs_reach_the_end_as_often_as_measured():
     profile = fit_profile(records, "ordinary", "ngram")
     share = profile.end_copy["later"]
     assert share[-1] < 0.05 and share[0] > share[-1]  # the share falls with the output left
-    measured = [run for r in records for run in long_runs(np.array(r.spans), CAP)]
+    measured = [run[:2] for r in records for run in long_runs(np.array(r.spans), CAP)]
     runs = sampled_long_runs(profile, [300] * 120)
     assert len(runs) > 100
     assert np.mean([left <= 2 for _, left in runs]) == pytest.approx(np.mean([t <= 2 for _, t in measured]), abs=0.05)

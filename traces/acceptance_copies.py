@@ -28,23 +28,27 @@ ROOM_BOUNDS = (32,)  # output tokens left where a long run starts: a run startin
 PRIOR_END_RUNS = 2.0
 
 
-def long_runs(spans: np.ndarray, cap: int | None) -> list[tuple[int, int]]:
-    """Per long run, in the order `acceptance_fit._capped_excess` reads them: (output tokens left where it
-    starts, output tokens left after it)."""
+def long_runs(spans: np.ndarray, cap: int | None) -> list[tuple[int, int, int]]:
+    """Per long run (a fresh run start at the cap), as an unlimited-proposal replay emits it: (output tokens left
+    where it starts, output tokens left after it, its length). A visit a capped span leads to is inside the same
+    run, and its span, capped or not, continues it (acceptance_fit.fresh_visits reads runs the same way)."""
     if cap is None:
         return []
-    out, n, i, inside, start = [], len(spans), 0, False, 0
+    out, n, i, inside, start, length = [], len(spans), 0, False, 0, 0
     while i < n - 1:
         s = int(spans[i])
         capped = s >= cap
-        if capped and not inside:
-            start = i
+        step = min(s, n - 1 - i)
+        if inside:
+            length += step
+        elif capped:
+            start, length = i, step
         if inside and not capped:
-            out.append((n - 1 - start, max(0, n - 1 - (i + min(s, n - 1 - i)))))
+            out.append((n - 1 - start, max(0, n - 1 - (i + step)), length))
         inside = capped
         i += s
     if inside:
-        out.append((n - 1 - start, 0))
+        out.append((n - 1 - start, 0, length))
     return out
 
 
@@ -67,11 +71,11 @@ def _shares(runs: Sequence[tuple[bool, int, int]], later: bool, pooled: Sequence
                   / (int(np.sum(bins == b)) + PRIOR_END_RUNS), 6) for b in range(len(ROOM_BOUNDS) + 1)]
 
 
-def _flat(runs_per_request: Sequence[Sequence[tuple[int, int]]]) -> list[tuple[bool, int, int]]:
-    return [(j > 0, room, tail) for request in runs_per_request for j, (room, tail) in enumerate(request)]
+def _flat(runs_per_request: Sequence[Sequence[tuple[int, int, int]]]) -> list[tuple[bool, int, int]]:
+    return [(j > 0, room, tail) for request in runs_per_request for j, (room, tail, _) in enumerate(request)]
 
 
-def fit_end_copy(runs_per_request: Sequence[Sequence[tuple[int, int]]]) -> dict:
+def fit_end_copy(runs_per_request: Sequence[Sequence[tuple[int, int, int]]]) -> dict:
     """{"room_bounds", "first", "later", "tail"} pooled over every request's long runs ({} when there are none):
     per room bin, the share of a request's first long runs, and of its later ones, that copy to the end."""
     runs = _flat(runs_per_request)
@@ -83,16 +87,16 @@ def fit_end_copy(runs_per_request: Sequence[Sequence[tuple[int, int]]]) -> dict:
                      else {str(END_TAIL // 2): 1.0})}
 
 
-def stratum_end_copy(runs_per_request: Sequence[Sequence[tuple[int, int]]], pooled: dict) -> dict:
+def stratum_end_copy(runs_per_request: Sequence[Sequence[tuple[int, int, int]]], pooled: dict) -> dict:
     """{"first", "later"} of one output-length stratum, per room bin, shrunk toward the pooled shares."""
     runs = _flat(runs_per_request)
     return {"first": _shares(runs, False, pooled["first"]), "later": _shares(runs, True, pooled["later"])}
 
 
-def member_end_copy(runs: Sequence[tuple[int, int]]) -> list[float]:
+def member_end_copy(runs: Sequence[tuple[int, int, int]]) -> list[float]:
     """[first, later] of one request, unshrunk: whether its first long run copies to the end, and the share of
     its later ones that do."""
-    later = [is_end_copy(tail) for _, tail in runs[1:]]
+    later = [is_end_copy(tail) for _, tail, _ in runs[1:]]
     return [float(bool(runs) and is_end_copy(runs[0][1])), round(float(np.mean(later)), 6) if later else 0.0]
 
 

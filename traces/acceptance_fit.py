@@ -175,8 +175,8 @@ def fit_requests(records: Sequence, name: str = "profile") -> RequestFit:
     first_long = [bool(m0 < len(v) and cap is not None and v[m0] >= cap) for (v, _, _, _), m0 in zip(usable, firsts)]
     runs = [long_runs(s, cap) for _, _, s, _ in usable]
     # the length law is fitted on the long runs that are not copies to the end (acceptance_copies.py)
-    excess = [[x if not is_end_copy(tail) else None for x, (_, tail) in zip(_capped_excess(s, cap), rs)]
-              for (_, _, s, _), rs in zip(usable, runs)]
+    excess = [[math.log1p(max(0, length - cap)) if not is_end_copy(tail) else None for _, tail, length in rs]
+              for rs in runs]
     later_excess = [[x for x in (xs[1:] if fl else xs) if x is not None]  # the first match has its offsets
                     for xs, fl in zip(excess, first_long)]
     locations, residual = _excess_locations(later_excess)
@@ -267,27 +267,10 @@ def _long_counts(visits: np.ndarray, cap: int | None) -> tuple[int, int]:
 
 def _capped_excess(spans: np.ndarray, cap: int | None) -> list[float]:
     """log1p(E) for each fresh run start at the cap: the run is cap + E tokens long, measured as an
-    unlimited-proposal replay emits it (as `fresh_visits` reads it: a visit a capped span leads to is inside
-    the same run, and its span, capped or not, continues it). Reading the length off the stretch of capped
-    spans plus the span after it instead stops at the first re-lookup that finds a shorter n-gram match
+    unlimited-proposal replay emits it (`acceptance_copies.long_runs`). Reading the length off the stretch of
+    capped spans plus the span after it instead stops at the first re-lookup that finds a shorter n-gram match
     (InstructCoder n-gram: mean long run 52 tokens this way, 42 that way)."""
-    if cap is None:
-        return []
-    out, n, i, inside, length = [], len(spans), 0, False, 0
-    while i < n - 1:
-        s = int(spans[i])
-        capped = s >= cap
-        if inside:
-            length += min(s, n - 1 - i)
-        elif capped:
-            length = min(s, n - 1 - i)
-        if inside and not capped:
-            out.append(math.log1p(max(0, length - cap)))
-        inside = capped
-        i += s
-    if inside:
-        out.append(math.log1p(max(0, length - cap)))
-    return out
+    return [math.log1p(max(0, length - cap)) for _, _, length in long_runs(spans, cap)]
 
 
 def _excess_locations(excess: list[list[float]]) -> tuple[list[float], np.ndarray]:
