@@ -208,7 +208,7 @@ def _timeline_run(plan: Plan):
 def _preload() -> None:
     """Import what the end of a sweep needs (rich, matplotlib) now, with SIGINT/SIGTERM deferred, so
     a signal never lands inside a C extension's import (which turns it into an ImportError)."""
-    from specdec_sim.simulator.sweep.lifecycle import signals_deferred
+    from specdec_sim.simulator.report import signals_deferred
 
     with signals_deferred():
         import rich.table  # noqa: F401

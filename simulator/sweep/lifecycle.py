@@ -7,9 +7,9 @@
   SIGKILL of `sweep` leaves workers running, holding its output pipe.
 * `terminate_workers(pool)` kills a process pool's workers now (an interrupted sweep does not wait
   for the runs in flight; they are rerun on resume).
-* `signals_deferred()` (from `simulator.report`, which defers signals around every file write)
-  defers SIGINT/SIGTERM around imports of C extensions (a signal inside one surfaces as an
-  ImportError, not a KeyboardInterrupt).
+* `simulator.report.signals_deferred()` (not imported here: this module loads first in every
+  worker, before it ignores SIGINT, so it stays free of pandas) defers SIGINT/SIGTERM around file
+  writes and imports of C extensions (a signal inside one surfaces as an ImportError).
 * `Terminated` is raised by the handler `sigterm_as_interrupt` installs, so code that cleans up after
   Ctrl-C (`except KeyboardInterrupt`) cleans up after SIGTERM too.
 """
@@ -24,7 +24,6 @@ import threading
 import time
 from typing import Any, Iterator
 
-from specdec_sim.simulator.report import signals_deferred  # noqa: F401  (re-exported)
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 WATCHDOG_INTERVAL_S = 0.5

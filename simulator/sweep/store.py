@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from specdec_sim.simulator.report import write_atomic
+from specdec_sim.simulator.report import signals_deferred, write_atomic
 
 JOURNAL = "runs.jsonl"
 STATUS_OK = "ok"
@@ -100,8 +100,9 @@ class ResultStore:
         self._last_write = time.monotonic()
         if df.empty:
             return df
-        write_atomic(self.out_dir / f"{self.name}.parquet", lambda p: df.to_parquet(p, index=False))
-        write_atomic(self.out_dir / f"{self.name}.csv", lambda p: df.to_csv(p, index=False))
+        with signals_deferred():  # both files or neither: an interrupt between the two would leave them disagreeing
+            write_atomic(self.out_dir / f"{self.name}.parquet", lambda p: df.to_parquet(p, index=False))
+            write_atomic(self.out_dir / f"{self.name}.csv", lambda p: df.to_csv(p, index=False))
         return df
 
 
