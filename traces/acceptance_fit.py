@@ -144,7 +144,7 @@ class RequestFit:
     lead_hazard: list | None = None
     first_offsets: dict | None = None
     firsts: list | None = None  # per request: index of its first matching fresh visit
-    long_runs: list | None = None  # per request: (tokens left at its start, tokens left after it) per long run
+    long_runs: list | None = None  # per request: acceptance_copies.long_runs (room, tail, length) per long run
 
 
 def fit_requests(records: Sequence, name: str = "profile") -> RequestFit:

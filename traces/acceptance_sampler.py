@@ -192,8 +192,11 @@ class ProfileSampler:
         probs = np.array([float(tail.get(str(t), 0.0)) for t in range(max((int(k) for k in tail), default=-1) + 1)])
         self.end_tail_cdf = tuple(float(c) for c in np.cumsum(probs) / probs.sum()) if probs.sum() > 0 else ()
         self.end_bounds = tuple(int(b) for b in copy.get("room_bounds", []))
-        self.end_first = tuple(float(x) for x in copy.get("first", []))
-        self.end_later = tuple(float(x) for x in copy.get("later", []))
+        pooled = (tuple(float(x) for x in copy.get("first", [])), tuple(float(x) for x in copy.get("later", [])))
+        # a stratum's own (first, later) shares where it has them: the code-edit copies are most common in short answers
+        self.end_by_stratum = [(tuple(float(x) for x in s["end_copy"]["first"]),
+                                tuple(float(x) for x in s["end_copy"]["later"])) if s.get("end_copy") else pooled
+                               for s in profile.strata]
         # a stratum's own lead hazard where it has one (the lead grows with the output: InstructCoder n-gram's
         # shortest sixth of requests spends 15 % of its tokens before the first match, the pooled hazard 21 %)
         self.lead_by_stratum = [tuple(float(h) for h in s["lead_hazard"]) if s.get("lead_hazard") else self.lead_hazard
@@ -240,11 +243,7 @@ class ProfileSampler:
         process.tokens_left = max(1, int(output_tokens) - 1)
         if self.end_tail_cdf:
             process.end_bounds, process.end_tail_cdf = self.end_bounds, self.end_tail_cdf
-            process.end_first, process.end_later = self.end_first, self.end_later
-            mine = self.profile.strata[stratum].get("end_copy")
-            if mine:  # the stratum's own shares (the code-edit copies are most common in short answers)
-                process.end_first = tuple(float(x) for x in mine["first"])
-                process.end_later = tuple(float(x) for x in mine["later"])
+            process.end_first, process.end_later = self.end_by_stratum[stratum]
             own = self.profile.strata[stratum].get("member_end_copy")
             if member is not None and own:
                 process.end_own = (float(own[member][0]), float(own[member][1]))
@@ -254,15 +253,14 @@ class ProfileSampler:
                     logit_long: float = -30.0, lead_hazard: tuple[float, ...] | None = None) -> RunProcess:
         """A process with given parameters (tests, and replaying a fitted request); `lead_hazard` defaults to
         the profile's pooled one."""
-        offsets = self.offsets
         rates = tuple(float(r) for r in _sigmoid(self.shape_logit + shift))
-        first_rates = tuple(float(r) for r in _sigmoid(self.shape_logit + shift + offsets["shift"]))
+        first_rates = tuple(float(r) for r in _sigmoid(self.shape_logit + shift + self.offsets["shift"]))
         return RunProcess(p01, p11, rates, self.continuation_cdf, first_match=self.first_match, cap=self.cap,
                           excess_loc=excess_loc, excess_residual=self.excess_residual,
                           long=float(_sigmoid(logit_long)) if self.cap else 0.0,
                           lead_hazard=self.lead_hazard if lead_hazard is None else lead_hazard,
-                          first_long=float(_sigmoid(logit_long + offsets["logit_long"])) if self.cap else 0.0,
-                          first_rates=first_rates, first_excess=offsets["excess"])
+                          first_long=float(_sigmoid(logit_long + self.offsets["logit_long"])) if self.cap else 0.0,
+                          first_rates=first_rates, first_excess=self.offsets["excess"])
 
 
 

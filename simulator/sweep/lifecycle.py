@@ -24,7 +24,6 @@ import threading
 import time
 from typing import Any, Iterator
 
-
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 WATCHDOG_INTERVAL_S = 0.5
 
