@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from specdec_sim.profiler.acceptance import TokenRequest
-from specdec_sim.traces.acceptance import json_lines
+from specdec_sim.traces.acceptance import check_record_id, json_lines
 
 
 class PromptsError(ValueError):
@@ -51,12 +51,7 @@ def _text(value, field: str, where: str) -> str:
 
 
 def parse_line(obj, where: str) -> PromptLine:
-    if not isinstance(obj, dict):
-        raise PromptsError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-    if "id" not in obj:
-        raise PromptsError(f"{where}: missing field 'id'")
-    if not isinstance(obj["id"], (str, int)) or isinstance(obj["id"], bool):
-        raise PromptsError(f"{where}: field 'id' must be a string or an integer, got {obj['id']!r}")
+    check_record_id(obj, where, PromptsError)
     if "prompt_ids" in obj:
         prompt = _ids(obj["prompt_ids"], "prompt_ids", where)
         output = _ids(obj["output_ids"], "output_ids", where) if obj.get("output_ids") is not None else None

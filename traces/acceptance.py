@@ -111,14 +111,20 @@ def _span_array(values, name: str, where: str, output_tokens: int) -> np.ndarray
     return array.astype(np.int64)
 
 
+def check_record_id(record: object, where: str, error: type[Exception]) -> None:
+    """A JSON line of records (acceptance traces, profile-acceptance's prompts) is an object with an 'id' that
+    is a string or an integer; otherwise `error` names the line."""
+    if not isinstance(record, dict):
+        raise error(f"{where}: expected a JSON object, got {type(record).__name__}")
+    if "id" not in record:
+        raise error(f"{where}: missing field 'id'")
+    if not isinstance(record["id"], (str, int)) or isinstance(record["id"], bool):
+        raise error(f"{where}: field 'id' must be a string or an integer, got {record['id']!r}")
+
+
 def record_from_json(record: object, where: str, spans_field: str = "spans") -> AcceptanceRecord:
     """Check one decoded record; `where` is 'file:line N' for messages."""
-    if not isinstance(record, dict):
-        raise AcceptanceTraceError(f"{where}: expected a JSON object, got {type(record).__name__}")
-    if "id" not in record:
-        raise AcceptanceTraceError(f"{where}: missing field 'id'")
-    if not isinstance(record["id"], (str, int)) or isinstance(record["id"], bool):
-        raise AcceptanceTraceError(f"{where}: field 'id' must be a string or an integer, got {record['id']!r}")
+    check_record_id(record, where, AcceptanceTraceError)
     prompt = _int_field(record, "prompt_tokens", where, 0)
     output = _int_field(record, "output_tokens", where, 1)
     if record.get(spans_field) is None:
@@ -334,6 +340,6 @@ def append_record(path: str | os.PathLike, record: AcceptanceRecord, spans_field
 
 
 __all__ = ["AcceptanceRecord", "AcceptanceTraceError", "AcceptanceTraceWriter", "acceptance_request_trace",
-           "append_record", "is_acceptance_trace",
+           "append_record", "check_record_id", "is_acceptance_trace",
            "iter_acceptance_trace", "load_acceptance_trace", "record_from_json", "replay_steps",
            "write_acceptance_trace"]
