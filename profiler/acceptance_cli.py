@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 import specdec_sim
-from specdec_sim.profiler.parsing import EXIT_USAGE, OneLineParser
+from specdec_sim.profiler.parsing import EXIT_USAGE, OneLineParser, add_device_options
 from specdec_sim.profiler.acceptance import DraftProfiler, TokenRequest, batches
 from specdec_sim.profiler.acceptance_inputs import (PromptLine, PromptsError, check_vocab, load_tokenizer,
                                                     read_prompts, to_request)
@@ -57,9 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--draft", default=None, help="draft model (same choices)")
     d.add_argument("--load-weights", action="store_true",
                    help="load real weights when a model directory has them (default: random weights)")
-    d.add_argument("--device", default="auto", help="cuda, cuda:N, cpu, or auto (cuda if available)")
-    d.add_argument("--dtype", default="auto", choices=["auto", *DTYPE_BYTES],
-                   help="auto = bf16 on cuda, fp32 on cpu")
+    add_device_options(d, DTYPE_BYTES)
     d.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     d.add_argument("--temperature", type=float, default=0.0,
                    help="0 = greedy verification; > 0 = rejection sampling, alpha = sum min(p, q) per position")

@@ -23,7 +23,7 @@ import threading
 from pathlib import Path
 
 import specdec_sim
-from specdec_sim.profiler.parsing import EXIT_USAGE, OneLineParser
+from specdec_sim.profiler.parsing import EXIT_USAGE, OneLineParser, add_device_options
 from specdec_sim.profiler.grid import PRESETS, GridError, build_grid, grid_spec
 from specdec_sim.profiler.models import DTYPE_BYTES, ModelNotFound, available_models, load_config, model_shape
 
@@ -45,9 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--load-weights", action="store_true",
                    help="load real weights when a model directory has them (default: random weights)")
     d = p.add_argument_group("device")
-    d.add_argument("--device", default="auto", help="cuda, cuda:N, cpu, or auto (cuda if available)")
-    d.add_argument("--dtype", default="auto", choices=["auto", *DTYPE_BYTES],
-                   help="weights/activations dtype; auto = bf16 on cuda, fp32 on cpu")
+    add_device_options(d, DTYPE_BYTES)
     d.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     d.add_argument("--cpu-clock", default="wall", choices=["wall", "thread"],
                    help="CPU timer: wall = time.perf_counter; thread = time.thread_time, CPU time of the "
