@@ -17,15 +17,21 @@ OOM_STEP_TIME_S = 10_000.0  # SmartSpec's out-of-memory sentinel, in seconds
 _INF = float("inf")
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class StepTime:
+    """One step's draft, verify and overhead seconds, and their sum (computed once: the engine reads it
+    several times per step and policies once per candidate)."""
+
     draft_s: float
     verify_s: float
     overhead_s: float
+    total_s: float
 
-    @property
-    def total_s(self) -> float:
-        return self.draft_s + self.verify_s + self.overhead_s
+    def __init__(self, draft_s: float, verify_s: float, overhead_s: float):
+        self.draft_s = draft_s
+        self.verify_s = verify_s
+        self.overhead_s = overhead_s
+        self.total_s = draft_s + verify_s + overhead_s
 
 
 class CostModel:

@@ -71,15 +71,13 @@ def shape_from_levels(num_decode: int, level_counts: Sequence[int], kv_tokens: i
         draft_tokens = sum(level_counts)
     if tree and levels:  # one pass of the tree heads drafts every node
         levels, level_counts = 1, (proposing,)
-    return StepShape(num_decode=num_decode, num_proposing=proposing, verify_tokens=num_decode + draft_tokens,
-                     prefill_tokens=prefill.tokens, num_prefill=prefill.chunks,
-                     kv_tokens=kv_tokens + prefill.context_tokens, max_k=levels,
-                     draft_batch_sizes=tuple(level_counts), prefill_attention_tokens2=prefill.attention_tokens2)
+    return StepShape(num_decode, proposing, num_decode + draft_tokens, prefill.tokens, prefill.chunks,
+                     kv_tokens + prefill.context_tokens, levels, tuple(level_counts), prefill.attention_tokens2)
 
 
 def level_counts_of(ks: Sequence[int]) -> tuple[int, ...]:
     """[j-1] = number of proposals with k >= j, for j = 1..max(ks)."""
-    max_k = max(ks, default=0)
+    max_k = max(ks) if ks else 0
     if not max_k:
         return ()
     if min(ks) == max_k:  # uniform proposal: every request drafts at every level
@@ -99,7 +97,15 @@ def step_shape(ks: Sequence[int], kv_tokens: int, prefill: PrefillTerms = NO_PRE
                tree: bool = False) -> StepShape:
     """The StepShape of a step: one proposal length per decoding request, their summed context,
     and the prefill chunks sharing the step."""
-    return shape_from_levels(len(ks), level_counts_of(ks), kv_tokens, prefill, tree)
+    n = len(ks)
+    top = max(ks) if ks else 0
+    if not top:  # no drafts (the engine's most frequent shapes are priced here: kept short)
+        return StepShape(n, 0, n, prefill.tokens, prefill.chunks, kv_tokens + prefill.context_tokens, 0, (),
+                         prefill.attention_tokens2)
+    if not tree and min(ks) == top:  # uniform proposal: every request drafts at every level
+        return StepShape(n, n, n + n * top, prefill.tokens, prefill.chunks, kv_tokens + prefill.context_tokens,
+                         top, (n,) * top, prefill.attention_tokens2)
+    return shape_from_levels(n, level_counts_of(ks), kv_tokens, prefill, tree)
 
 
 def uniform_shape(num_decode: int, kv_tokens: int, k: int, prefill_tokens: int = 0,

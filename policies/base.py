@@ -53,6 +53,9 @@ class StepOutcome:
 
 
 class Policy(Protocol):
+    """A speculation policy. Optionally a class attribute `observes = False` says that `observe` ignores its
+    outcome, so the engine need not build one each step (absent: True)."""
+
     name: str
 
     def propose(self, batch: DecodeBatch) -> list[int]:
@@ -70,6 +73,7 @@ class NoSpeculation:
     """`none`: plain decoding, k = 0 for every request."""
 
     name: str = "none"
+    observes = False  # observe() ignores the outcome (see Policy)
 
     def propose(self, batch: DecodeBatch) -> list[int]:
         return [0] * len(batch.requests)
@@ -87,6 +91,7 @@ class FixedK:
 
     k: int = 3
     name: str = field(default="fixed", init=False)
+    observes = False  # observe() ignores the outcome (see Policy)
 
     def __post_init__(self) -> None:
         if self.k < 0:

@@ -6,7 +6,7 @@ importable module (the current directory is importable, so `my_policy:Mine` find
 `./my_policy.py`). Installed packages can register names under the entry-point group
 `specdec_sim.policies` (`name = "pkg.module:Class"`). A user class is called with the spec's
 parameters as keyword arguments (`1` -> int, `0.5` -> float, `true`/`false` -> bool, `none` -> None, else str) and
-must have `propose(batch)` and `observe(outcome)`; `name` and `estimated_alpha()` are optional.
+must have `propose(batch)` and `observe(outcome)`; `name`, `estimated_alpha()` and `observes` are optional.
 Every call of `make_policy` builds a fresh instance, so each replica gets its own state.
 """
 from __future__ import annotations
@@ -185,13 +185,14 @@ def _installed(name: str) -> str | None:
 
 
 class _PluginPolicy:
-    """Gives a user policy the optional parts of the protocol (`name`, `estimated_alpha`)."""
+    """Gives a user policy the optional parts of the protocol (`name`, `estimated_alpha`, `observes`)."""
 
     def __init__(self, inner: Any, name: str):
         self.inner = inner
         self.name = name
         self.propose = inner.propose
         self.observe = inner.observe
+        self.observes = getattr(inner, "observes", True)
         estimate = getattr(inner, "estimated_alpha", None)
         self.estimated_alpha = estimate if callable(estimate) else (lambda: None)
 

@@ -24,6 +24,7 @@ class VllmDisable:
     k: int = 3
     threshold: int = 32
     name: str = field(default="vllm-disable", init=False)
+    observes = False  # observe() ignores the outcome (policies.base.Policy)
 
     def __post_init__(self) -> None:
         if not 0 <= self.k <= 1024:
@@ -96,6 +97,7 @@ class VllmTable:
 
     table: TableRows
     name: str = field(default="vllm-table", init=False)
+    observes = False  # observe() ignores the outcome (policies.base.Policy)
 
     def __post_init__(self) -> None:
         self.table = validate_table(self.table)

@@ -176,7 +176,12 @@ class AcceptanceDrawer:
         self.positions = PositionCounts()
 
     def draw(self, requests: Sequence, ks: Sequence[int]) -> list[int]:
-        accepted = self._draw_measured(requests, ks) if self.measured else self._draw(requests, ks)
+        if self.measured:
+            accepted = self._draw_measured(requests, ks)
+        elif self.mode != "batch" and not any(ks):  # nothing drafted: nothing to accept, no random number drawn
+            return [0] * len(ks)
+        else:
+            accepted = self._draw(requests, ks)
         self.positions.add(ks, accepted)
         return accepted
 
@@ -192,6 +197,10 @@ class AcceptanceDrawer:
             u = 1.0 - rng.random()
             return [accepted_chain(r.alpha, k, u) for r, k in zip(requests, ks)]
         rand, log = rng.random, math.log
+        k = ks[0]
+        if k and ks.count(k) == len(ks):  # one k for every request (fixed k, uniform policies): the same draws
+            return [(j if (j := int(log(1.0 - rand()) / r.log_alpha)) < k else k) if r.alpha > 0.0 else 0
+                    for r in requests]
         return [(j if (j := int(log(1.0 - rand()) / r.log_alpha)) < k else k) if k and r.alpha > 0.0 else 0
                 for r, k in zip(requests, ks)]
 

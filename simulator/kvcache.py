@@ -84,22 +84,27 @@ class KVCache:
         """Blocks `req` must add to hold `tokens` tokens (<= 0 if it already holds enough)."""
         return -(-tokens // self.block_size) - req.blocks
 
-    def lookahead_extras(self, reqs: Sequence[Request], ks: Sequence[int]) -> list[int]:
-        """Per request, the blocks to add so it holds its context plus k+1 new tokens (<= 0: none)."""
-        bs = self.block_size
-        return [-(-(req.context_tokens + k + 1) // bs) - req.blocks for req, k in zip(reqs, ks)]
+    def lookahead_growth(self, reqs: Sequence[Request], ks: Sequence[int]) -> tuple[list[tuple[Request, int]], int]:
+        """The requests that must add blocks to hold their context plus k+1 new tokens, each with the blocks
+        it adds, and their total."""
+        bs = self.block_size  # (context + k + bs) // bs = ceil((context + k + 1) / bs)
+        growing = [(req, extra) for req, k in zip(reqs, ks)
+                   if (extra := (req.context_tokens + k + bs) // bs - req.blocks) > 0]
+        total = 0
+        for _, extra in growing:
+            total += extra
+        return growing, total
 
     def grow(self, req: Request, count: int) -> None:
         """Give `req` `count` more blocks."""
         self._take(count)
         req.blocks += count
 
-    def grow_many(self, reqs: Sequence[Request], extras: Sequence[int], total: int) -> None:
-        """Give each request its extra blocks (positive entries of `extras`, summing to `total`)."""
+    def grow_many(self, growing: Sequence[tuple[Request, int]], total: int) -> None:
+        """Give each request its extra blocks (`growing`: (request, blocks) pairs whose blocks sum to `total`)."""
         self._take(total)
-        for req, extra in zip(reqs, extras):
-            if extra > 0:
-                req.blocks += extra
+        for req, extra in growing:
+            req.blocks += extra
 
     def _take(self, count: int) -> None:
         if count > self.free and self.prefix is not None:

@@ -18,6 +18,7 @@ PERCENTILES = (50, 90, 99)
 _BINS_PER_DECADE = 2000
 _MIN_S = 1e-7
 _NUM_BINS = 11 * _BINS_PER_DECADE  # 1e-7 s .. 1e4 s
+_log10 = math.log10
 
 
 class LogHistogram:
@@ -39,8 +40,9 @@ class LogHistogram:
         if value == self._last_value:
             b = self._last_bin
         else:
-            b = int(math.log10(value / _MIN_S) * _BINS_PER_DECADE) if value > _MIN_S else 0
-            b = min(b, _NUM_BINS - 1)
+            b = int(_log10(value / _MIN_S) * _BINS_PER_DECADE) if value > _MIN_S else 0
+            if b >= _NUM_BINS:
+                b = _NUM_BINS - 1
             self._last_value, self._last_bin = value, b
         pending = self._pending
         pending[b] = pending.get(b, 0) + count

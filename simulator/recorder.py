@@ -154,7 +154,6 @@ class Recorder:
         self.draft_tokens = 0
         self.accepted_tokens = 0
         self.decode_request_steps = 0
-        self.sum_k = 0
         self.busy_s = 0.0
         self.total_preemptions = 0
         self.completed = 0
@@ -162,6 +161,11 @@ class Recorder:
         self.on_done: Callable[[], None] | None = None  # called when any request finishes or fails (closed loop)
         self.progress_every = max(1, min(500, n // 200))  # callbacks often enough for a bar on small runs
         self.emissions: dict[int, Emissions] = {}  # per replica
+
+    @property
+    def sum_k(self) -> int:
+        """Proposal lengths summed over request-steps (every proposed token is a draft token)."""
+        return self.draft_tokens
 
     def arrived(self, req: Request) -> None:
         self.alpha[req.index] = req.alpha
@@ -242,7 +246,6 @@ class Recorder:
         self.draft_tokens += proposed
         self.accepted_tokens += acc
         self.decode_request_steps += decode
-        self.sum_k += proposed
         if not self.record_steps:
             return
         est = rec.est_alpha

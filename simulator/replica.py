@@ -8,6 +8,7 @@ recorder receives a plain `StepRecord`. The replica owns no scheduling or block 
 from __future__ import annotations
 
 import random
+from operator import attrgetter
 from typing import Callable
 
 from specdec_sim.costmodel import NO_PREFILL, CostModel, StepTime, prefill_terms, step_shape
@@ -16,6 +17,8 @@ from specdec_sim.simulator.acceptance import AcceptanceDrawer
 from specdec_sim.simulator.recorder import Recorder, StepRecord
 from specdec_sim.simulator.request import Request
 from specdec_sim.simulator.scheduler import Scheduler
+
+_budget_left = attrgetter("budget_left")
 
 
 class Replica:
@@ -32,12 +35,14 @@ class Replica:
         self.policy_cost = cost if policy_cost is None else policy_cost
         self.noise = noise
         self.policy = policy
+        self.observes = getattr(policy, "observes", True)  # False: policy.observe ignores its outcome
         self.scheduler = scheduler
         self.acceptance = acceptance
         self.recorder = recorder
         self.rng = rng
         self.style = style
         self.tree = style == "tree"
+        self.ngram = style == "ngram"
         self.max_k = scheduler.max_k
         self.decode_steps = 0
         self.wakeup = env.event()
@@ -68,39 +73,41 @@ class Replica:
             if not decoding and not prefills:
                 continue
             prefill = prefill_terms([(c, r.prefill_done) for r, c in prefills]) if prefills else NO_PREFILL
-            shape = step_shape(ks, sum(r.context_tokens for r in decoding), prefill, self.tree)
+            shape = step_shape(ks, plan.kv_tokens, prefill, self.tree)
             timing = cost.step_time(shape)
             if self.noise is not None:
                 timing = self.noise(timing)
             start = env.now
             yield env.timeout(timing.total_s)
+            end = env.now
             accepted = self.acceptance.draw(decoding, ks)
-            result = scheduler.complete(plan, accepted, env.now)
+            result = scheduler.complete(plan, accepted, end)
             if decoding:
-                policy.observe(StepOutcome(decoding, ks, accepted, timing.total_s))
+                if self.observes:
+                    policy.observe(StepOutcome(decoding, ks, accepted, timing.total_s))
                 self.decode_steps += 1
-            recorder.step(StepRecord(self.index, self.decode_steps, start, env.now, timing, shape, result,
+            recorder.step(StepRecord(self.index, self.decode_steps, start, end, timing, shape, result,
                                      policy.estimated_alpha() if recorder.record_steps else None,
                                      scheduler.kv.used, len(scheduler.waiting)))
 
-    def propose(self, decoding: list[Request], prefill_tokens: int, num_prefill: int) -> list[int]:
+    def propose(self, decoding: list[Request], kv_tokens: int, prefill_tokens: int, num_prefill: int) -> list[int]:
         """The policy's proposal lengths for `decoding`, capped to what the engine can run."""
-        ngram = self.style == "ngram"
+        ngram = self.ngram
         if ngram and self.acceptance.measured:  # replayed or profiled acceptance: matches come from the data
             self.acceptance.mark_matches(decoding)
         elif ngram:
             rand = self.rng.random
             for req in decoding:  # prompt lookup: this step's n-gram match per request
                 req.ngram_match = rand() < self.acceptance.ngram_match_prob
-        batch = DecodeBatch(
-            requests=decoding, cost=self.policy_cost, kv_tokens=sum(r.context_tokens for r in decoding), max_k=self.max_k, style=self.style,
-            prefill_tokens=prefill_tokens, num_prefill=num_prefill, queue_len=len(self.scheduler.waiting),
-            free_kv_tokens=self.scheduler.kv.free * self.scheduler.kv.block_size)
+        scheduler = self.scheduler
+        # requests, cost, kv_tokens, max_k, style, prefill_tokens, num_prefill, queue_len, free_kv_tokens
+        batch = DecodeBatch(decoding, self.policy_cost, kv_tokens, self.max_k, self.style, prefill_tokens, num_prefill,
+                            len(scheduler.waiting), scheduler.kv.free * scheduler.kv.block_size)
         ks = self.policy.propose(batch)
         max_k = self.max_k
         top = max(ks)
-        if not ngram and top <= max_k and min(ks) >= 0 and top < min(r.budget_left for r in decoding):
-            return list(ks)  # nothing to cap: the common case
+        if not ngram and top <= max_k and min(ks) >= 0 and (not top or top < min(map(_budget_left, decoding))):
+            return list(ks)  # nothing to cap (no drafts need no budget check): the common case
         out = []
         for req, k in zip(decoding, ks):
             if k > max_k:

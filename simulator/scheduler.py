@@ -17,24 +17,28 @@ of free blocks (vLLM's 1 %).
 from __future__ import annotations
 
 from collections import deque
+from operator import attrgetter
 from typing import Callable
 
 from specdec_sim.simulator.kvcache import KVCache
 from specdec_sim.simulator.request import Request
 
-# propose(decoding requests, prefill tokens sharing the step, prefill chunks) -> one k per request
-ProposeFn = Callable[[list[Request], int, int], list[int]]
+# propose(decoding requests, their summed context tokens, prefill tokens sharing the step, prefill chunks)
+# -> one k per request
+ProposeFn = Callable[[list[Request], int, int, int], list[int]]
+_context_tokens = attrgetter("context_tokens")
 
 
 class StepPlan:
-    """One step to run: decoding requests with their proposal lengths, prefill chunks, and what
-    scheduling it did on the way (requests that failed, preemptions). A plain value."""
+    """One step to run: decoding requests with their proposal lengths and summed context, prefill chunks,
+    and what scheduling it did on the way (requests that failed, preemptions). A plain value."""
 
-    __slots__ = ("decoding", "ks", "prefills", "failed", "preemptions")
+    __slots__ = ("decoding", "ks", "kv_tokens", "prefills", "failed", "preemptions")
 
     def __init__(self) -> None:
         self.decoding: list[Request] = []
         self.ks: list[int] = []
+        self.kv_tokens = 0  # context tokens of `decoding` (what the step's attention reads for them)
         self.prefills: list[tuple[Request, int]] = []  # (request, chunk tokens)
         self.failed: list[tuple[Request, str]] = []
         self.preemptions = 0
@@ -88,19 +92,28 @@ class Scheduler:
         """The next step (possibly empty, after a preemption or a failure: plan again)."""
         plan = StepPlan()
         decoding = [r for r in self.running if r.is_decoding]
+        kv_tokens = sum(map(_context_tokens, decoding))
         budget = self.token_budget
         if not self.chunked_prefill:
             prefills = self._admit(budget, plan)
             if prefills:  # V0: a step with prefill carries only prefill
                 plan.prefills = prefills
                 return plan
-            ks = propose(decoding, 0, 0) if decoding else []
+            ks = propose(decoding, kv_tokens, 0, 0) if decoding else []
         elif self.spec_in_prefill_steps:  # V1: decodes and their drafts first, chunks fill the rest
-            ks = self._fit_token_budget(propose(decoding, self._pending_prefill(len(decoding)), 0)) if decoding else []
-            prefills = self._schedule_chunks(budget - sum(ks) - len(ks), plan, len(decoding))
+            drafts = 0
+            if decoding:
+                ks = propose(decoding, kv_tokens, self._pending_prefill(len(decoding)), 0)
+                drafts = sum(ks)
+                if drafts + len(ks) > budget:
+                    ks = self._fit_token_budget(ks)
+                    drafts = sum(ks)
+            else:
+                ks = []
+            prefills = self._schedule_chunks(budget - drafts - len(ks), plan, len(decoding))
         else:
             prefills = self._schedule_chunks(budget - len(decoding), plan, len(decoding))
-            ks = ([0] * len(decoding) if prefills else propose(decoding, 0, 0)) if decoding else []
+            ks = ([0] * len(decoding) if prefills else propose(decoding, kv_tokens, 0, 0)) if decoding else []
         if not decoding and not prefills:
             if self.running:  # partial prefills stuck for KV blocks: recompute-preempt the newest
                 self._preempt_last()
@@ -112,7 +125,8 @@ class Scheduler:
         if preempted:
             plan.preemptions += len(preempted)
             prefills = [(r, c) for r, c in prefills if r not in preempted]
-        plan.decoding, plan.ks, plan.prefills = decoding, ks, prefills
+            kv_tokens = sum(map(_context_tokens, decoding))
+        plan.decoding, plan.ks, plan.kv_tokens, plan.prefills = decoding, ks, kv_tokens, prefills
         return plan
 
     def _impossible(self, req: Request) -> str | None:
@@ -234,8 +248,7 @@ class Scheduler:
         preempted: list[Request] = []
         kv = self.kv
         while True:
-            extras = kv.lookahead_extras(decoding, ks)
-            need = sum(e for e in extras if e > 0)
+            growing, need = kv.lookahead_growth(decoding, ks)
             if need <= kv.available:
                 break
             victim = self._preempt_last()
@@ -245,7 +258,7 @@ class Scheduler:
                 ks = ks[:i] + ks[i + 1:]
             preempted.append(victim)
         if need:
-            kv.grow_many(decoding, extras, need)
+            kv.grow_many(growing, need)
         return decoding, ks, preempted
 
     # ---- applying a step's outcome -------------------------------------------------------------
@@ -260,30 +273,36 @@ class Scheduler:
 
     def _emit_decodes(self, decoding: list[Request], accepted: list[int], now: float, result: StepResult,
                       speculated: bool) -> None:
-        total = 0
-        accepted_total = 0
+        accepted_total = sum(accepted)
+        total = accepted_total + len(decoding)  # less what outputs ending inside the drafts cannot use
         finished = []
-        gaps: dict[float, int] = {}  # ITL gaps grouped by the time each request last emitted
+        # ITL gaps grouped by the time each request last emitted: usually the previous step's end for all
+        common_last = decoding[0].last_token_s
+        common = 0
+        other_gaps: dict[float, int] = {}
         for req, acc in zip(decoding, accepted):
             emitted = acc + 1
             left = req.tokens_left
-            if emitted > left:
+            if emitted >= left:  # the output ends in this step
+                total -= emitted - left
                 emitted = left
-            accepted_total += acc
+                finished.append(req)
             req.generated += emitted
             req.tokens_left = left - emitted
             req.budget_left -= emitted
             req.context_tokens += emitted
             req.num_steps += 1
             last = req.last_token_s
-            gaps[last] = gaps.get(last, 0) + 1
+            if last == common_last:
+                common += 1
+            else:
+                other_gaps[last] = other_gaps.get(last, 0) + 1
             req.last_token_s = now
-            total += emitted
-            if left == emitted:
-                finished.append(req)
         if speculated:  # give back lookahead slots that rejected drafts did not use (none without drafts)
             self.kv.trim(decoding)
-        result.itl_gaps = [(now - last, count) for last, count in gaps.items()]
+        result.itl_gaps = [(now - common_last, common)]
+        if other_gaps:
+            result.itl_gaps += [(now - last, count) for last, count in other_gaps.items()]
         for req in finished:
             self._finish(req, result)
         result.emitted += total

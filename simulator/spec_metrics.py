@@ -18,6 +18,7 @@ or a policy that never proposed), so runs without speculation keep their summary
 """
 from __future__ import annotations
 
+from array import array
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -31,26 +32,44 @@ class PositionCounts:
     """Histogram of accepted drafts per draft (index a: drafts that accepted exactly a tokens).
 
     One increment per request-step with k > 0; `accepted_per_position` turns it into vLLM's
-    num_accepted_tokens_per_pos (position i counts the drafts that accepted more than i)."""
+    num_accepted_tokens_per_pos (position i counts the drafts that accepted more than i). Steps in
+    which every request drafted append their accepted counts to a buffer, counted in bulk when it
+    fills or the histogram is read (the engine adds one step at a time)."""
+
+    _FLUSH_AT = 1 << 16
 
     def __init__(self, max_k: int = 64):
-        self.hist = [0] * (max_k + 1)
+        self._hist = [0] * (max_k + 1)
+        self._unsorted = array("q")  # accepted counts of drafts not yet in _hist
         self.max_k_seen = 0  # the longest proposal counted
 
+    @property
+    def hist(self) -> list[int]:
+        if self._unsorted:
+            self._flush()
+        return self._hist
+
     def add(self, ks: Sequence[int], accepted: Sequence[int]) -> None:
-        top = max(ks, default=0)
+        top = max(ks) if ks else 0
         if not top:
             return
         if top > self.max_k_seen:
             self.max_k_seen = top
-        hist = self.hist
         if min(ks) > 0:  # every request drafted (fixed k, uniform policies): no per-request test
-            for a in accepted:
-                hist[a] += 1
+            self._unsorted.extend(accepted)
+            if len(self._unsorted) >= self._FLUSH_AT:
+                self._flush()
             return
+        hist = self._hist
         for k, a in zip(ks, accepted):
             if k:
                 hist[a] += 1
+
+    def _flush(self) -> None:
+        hist = self._hist
+        for a, n in enumerate(np.bincount(np.frombuffer(self._unsorted, dtype=np.int64)).tolist()):
+            hist[a] += n
+        del self._unsorted[:]
 
     def accepted_per_position(self, positions: int) -> list[int]:
         """num_accepted_tokens_per_pos for positions 0..positions-1."""
@@ -67,7 +86,7 @@ def merge(counts: Iterable[PositionCounts]) -> PositionCounts:
     total = PositionCounts(size - 1)
     for c in items:
         for a, n in enumerate(c.hist):
-            total.hist[a] += n
+            total._hist[a] += n
         total.max_k_seen = max(total.max_k_seen, c.max_k_seen)
     return total
 

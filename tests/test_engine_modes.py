@@ -183,12 +183,12 @@ def test_admission_keeps_the_watermark_free():
     sched = Scheduler(kv, 64, 100_000, False, False, 3, watermark_blocks=10)
     for i in range(10):
         sched.waiting.append(Request(i, i, 16 * 20 - 1, 5, 0.5))  # 20 blocks each with the first token
-    plan = sched.plan(lambda reqs, p, n: [0] * len(reqs))
+    plan = sched.plan(lambda reqs, kv, p, n: [0] * len(reqs))
     assert len(plan.prefills) == 4 and kv.free >= 10  # a fifth would leave 0 < 10 blocks free
     no_mark = Scheduler(KVCache(100, 16), 64, 100_000, False, False, 3)
     for i in range(10):
         no_mark.waiting.append(Request(i, i, 16 * 20 - 1, 5, 0.5))
-    assert len(no_mark.plan(lambda reqs, p, n: [0] * len(reqs)).prefills) == 5
+    assert len(no_mark.plan(lambda reqs, kv, p, n: [0] * len(reqs)).prefills) == 5
 
 
 @pytest.mark.parametrize("style, calibration, needle", [

@@ -25,7 +25,7 @@ def scheduler(blocks: int) -> Scheduler:
     return Scheduler(KVCache(blocks, BS, PrefixCache(HASH, BS)), 64, 10_000, True, True, 0)
 
 
-def no_spec(reqs, prefill, chunks):
+def no_spec(reqs, kv_tokens, prefill, chunks):
     return [0] * len(reqs)
 
 
