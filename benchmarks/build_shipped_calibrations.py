@@ -18,7 +18,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from specdec_sim.costmodel import CALIBRATION_DIR, load_calibration, save_calibration, write_atomically
+from specdec_sim.costmodel import CALIBRATION_DIR, load_calibration, save_calibration
+from specdec_sim.safe_output import write_text_atomic
 from specdec_sim.profiler.build import BuildError, build_calibration
 from specdec_sim.profiler.efficiency import BUNDLED_EFFICIENCIES, efficiency_table
 from specdec_sim.profiler.build_cli import error_table, terms_summary
@@ -64,7 +65,7 @@ def annotate_references(out_dir: Path) -> None:
             "The authors did not publish their fit error; these are this fit's errors against the published "
             "measurements in profiler/data/published_measurements.csv (it was not fitted to them), computed by "
             "python benchmarks/build_shipped_calibrations.py --references-only.")
-        write_atomically(path, json.dumps(data, indent=2) + "\n")
+        write_text_atomic(path, json.dumps(data, indent=2) + "\n")
         load_calibration(path)
         print(f"{name}: " + ", ".join(f"{k} {v['mape_pct']}" for k, v in errors.items()))
 
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     except VidurError as exc:
         print(f"build_shipped_calibrations: error: {exc}", file=sys.stderr)
         return 2
-    write_atomically(BUNDLED_EFFICIENCIES, json.dumps(table, indent=1) + "\n")
+    write_text_atomic(BUNDLED_EFFICIENCIES, json.dumps(table, indent=1) + "\n")
     print(f"wrote {BUNDLED_EFFICIENCIES}")
     for name, (target, proposer, gpu, tp) in SHIPPED.items():
         if args.only and name not in args.only:

@@ -16,7 +16,7 @@ import io
 import sys
 from pathlib import Path
 
-from specdec_sim.costmodel import write_atomically
+from specdec_sim.safe_output import write_text_atomic
 from specdec_sim.profiler.published import COLUMNS, DEFAULT_PUBLISHED
 from specdec_sim.profiler.serving import alpha_from_acceptance_length
 
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     writer = csv.DictWriter(buf, COLUMNS, lineterminator="\r\n")
     writer.writeheader()
     writer.writerows(out)
-    write_atomically(Path(args.out), buf.getvalue())
+    write_text_atomic(Path(args.out), buf.getvalue())
     print(f"wrote {len(out)} rows to {args.out}")
     return 0
 

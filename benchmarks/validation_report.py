@@ -3,8 +3,9 @@
 Kept apart from the computations so each file stays short; nothing here prices a step. A row is
 one predicted-vs-measured figure; rows of one setting whose metrics differ only in a bracketed
 part ('share [draft]', 'share [verify]') are printed on one line. Files are written atomically
-(`costmodel.calibration.write_atomically`: a temporary name, then a rename); `--markdown` rewrites only the generated block of its file,
-between BEGIN and END, so hand-written text around it survives a rerun.
+(`specdec_sim.safe_output.write_text_atomic`: a temporary name, then a rename); `--markdown` rewrites
+only the generated block of its file, between BEGIN and END, so hand-written text around it survives
+a rerun.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from specdec_sim.costmodel.calibration import write_atomically
+from specdec_sim.safe_output import write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -176,10 +177,10 @@ def rows_csv(report: Report) -> str:
 def write_outputs(report: Report, out: Path | None, markdown_path: Path | None, options: dict) -> None:
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        write_atomically(out / "validation.csv", rows_csv(report))
+        write_text_atomic(out / "validation.csv", rows_csv(report))
         payload = {"options": options, "calibrations": report.calibrations,
                    "checks": [asdict(c) for c in report.checks], "rows": [asdict(r) for r in report.rows]}
-        write_atomically(out / "validation.json", json.dumps(payload, indent=1) + "\n")
+        write_text_atomic(out / "validation.json", json.dumps(payload, indent=1) + "\n")
     if markdown_path is not None:
         existing = markdown_path.read_text(encoding="utf-8") if markdown_path.exists() else ""
-        write_atomically(markdown_path, replace_block(existing, markdown(report)))
+        write_text_atomic(markdown_path, replace_block(existing, markdown(report)))

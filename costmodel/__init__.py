@@ -9,8 +9,7 @@
 """
 from specdec_sim.costmodel.calibration import (CALIBRATION_DIR, DEFAULT_CALIBRATION, Calibration, CalibrationError,
                                                MemorySpec, available_calibrations, calibration_from_dict,
-                                               check_step_times, load_calibration, save_calibration,
-                                               write_atomically)
+                                               check_step_times, load_calibration, save_calibration)
 from specdec_sim.costmodel.coefficients import DraftCost, ForwardCoefficients, ValidRange
 from specdec_sim.costmodel.model import OOM_STEP_TIME_S, CostModel, StepTime
 from specdec_sim.costmodel.shape import (NO_PREFILL, PrefillTerms, StepShape, level_counts_of, prefill_terms,
@@ -18,5 +17,6 @@ from specdec_sim.costmodel.shape import (NO_PREFILL, PrefillTerms, StepShape, le
 
 __all__ = ["CALIBRATION_DIR", "DEFAULT_CALIBRATION", "Calibration", "CalibrationError", "MemorySpec",
            "available_calibrations", "calibration_from_dict", "check_step_times", "load_calibration",
-           "save_calibration", "write_atomically", "DraftCost", "ForwardCoefficients", "ValidRange", "OOM_STEP_TIME_S", "CostModel", "StepTime", "NO_PREFILL", "PrefillTerms",
+           "save_calibration", "DraftCost", "ForwardCoefficients", "ValidRange", "OOM_STEP_TIME_S", "CostModel",
+           "StepTime", "NO_PREFILL", "PrefillTerms",
            "StepShape", "level_counts_of", "prefill_terms", "shape_from_levels", "step_shape", "uniform_shape"]

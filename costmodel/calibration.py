@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 from specdec_sim.costmodel.coefficients import (DraftCost, ForwardCoefficients, LowPoint, ValidRange,
                                                 lowest_draft_forward, lowest_forward, lowest_linear_draft)
 from specdec_sim.costmodel.jsonfiles import find_named_json, read_json
+from specdec_sim.safe_output import write_text_atomic
 
 CALIBRATION_DIR = Path(__file__).parent / "calibrations"
 DEFAULT_CALIBRATION = "llama3.1-8b-eagle-h100"
@@ -302,17 +302,6 @@ def load_calibration(name_or_path: str | Path) -> Calibration:
     return calibration_from_dict(read_json(path, CalibrationError), str(path))
 
 
-def write_atomically(path: str | Path, text: str) -> None:
-    """Write `text` to a temporary file beside `path` and rename it into place: never half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def save_calibration(cal: Calibration, path: str | Path) -> None:
     """Write `cal` as JSON (valid_range included), atomically."""
-    write_atomically(path, json.dumps(cal.to_dict(), indent=2, sort_keys=False) + "\n")
+    write_text_atomic(path, json.dumps(cal.to_dict(), indent=2, sort_keys=False) + "\n")

@@ -19,7 +19,7 @@ from typing import Sequence
 
 import specdec_sim
 from specdec_sim.costmodel import DEFAULT_CALIBRATION, CalibrationError, CostModel, load_calibration
-from specdec_sim.costmodel.calibration import write_atomically
+from specdec_sim.safe_output import write_text_atomic
 
 from specdec_sim.policies.goodput import best_uniform_k
 
@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(text)
         return 0
     try:
-        write_atomically(args.out, text + "\n")
+        write_text_atomic(args.out, text + "\n")
     except OSError as exc:
         return _fail(f"--out {args.out}: {exc.strerror or exc}")
     print(f"wrote {len(table)} ranges to {args.out}: {text}")

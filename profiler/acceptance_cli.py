@@ -23,10 +23,10 @@ from specdec_sim.profiler.parsing import EXIT_USAGE, OneLineParser, add_device_o
 from specdec_sim.profiler.acceptance import DraftProfiler, TokenRequest, batches
 from specdec_sim.profiler.acceptance_inputs import (PromptLine, PromptsError, check_vocab, load_tokenizer,
                                                     read_prompts, to_request)
-from specdec_sim.profiler.cli import (UsageError, _sigterm_as_interrupt, interrupt_exit_code,
-                                      resolve_device)
+from specdec_sim.profiler.cli import UsageError, resolve_device
 from specdec_sim.profiler.models import DTYPE_BYTES, ModelNotFound, available_models, load_config
 from specdec_sim.profiler.ngram_spans import NgramSettings, ngram_spans
+from specdec_sim.safe_output import interrupt_exit_code, sigterm_as_interrupt
 from specdec_sim.traces.acceptance import (AcceptanceRecord, AcceptanceTraceError, AcceptanceTraceWriter,
                                            load_acceptance_trace, replay_steps, write_acceptance_trace)
 
@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
                 import transformers  # noqa: F401
             except ImportError:
                 raise UsageError("--method draft needs torch and transformers: pip install \".[profile]\"") from None
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             return run(args)
     except (UsageError, ModelNotFound, PromptsError, AcceptanceTraceError) as exc:
         print(f"profile-acceptance: error: {exc}", file=sys.stderr)

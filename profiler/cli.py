@@ -14,16 +14,14 @@ inputs print one line and exit 2.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import shlex
-import signal
 import sys
-import threading
 from pathlib import Path
 
 import specdec_sim
 from specdec_sim.profiler.parsing import EXIT_USAGE, OneLineParser, add_device_options
+from specdec_sim.safe_output import interrupt_exit_code, sigterm_as_interrupt
 from specdec_sim.profiler.grid import PRESETS, GridError, build_grid, grid_spec
 from specdec_sim.profiler.models import DTYPE_BYTES, ModelNotFound, available_models, load_config, model_shape
 
@@ -261,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             raise UsageError("torch and transformers are needed: run pip install \".[profile]\" in the "
                              "specdec-sim checkout") from None
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             return replay(args) if args.replay else profile(args, argv)
     except (UsageError, ModelNotFound, GridError) as exc:
         print(f"profile-gpu: error: {exc}", file=sys.stderr)
@@ -269,32 +267,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:  # outside the measuring loop (which says where its points are)
         print("profile-gpu: interrupted", file=sys.stderr)
         return interrupt_exit_code(exc)
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so the same cleanup runs."""
-
-
-def interrupt_exit_code(exc: BaseException) -> int:
-    """128 + the signal number: 143 for SIGTERM, 130 for Ctrl-C."""
-    return 128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """SIGTERM is handled like Ctrl-C (finished points kept, nothing half-written), then restored."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise Terminated
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

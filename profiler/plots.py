@@ -5,7 +5,6 @@ leaves half an image under the final name.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -17,6 +16,7 @@ import numpy as np  # noqa: E402
 
 from specdec_sim.profiler.fit import merge_passes, predict_ms, samples_from_rows  # noqa: E402
 from specdec_sim.costmodel import ForwardCoefficients  # noqa: E402
+from specdec_sim.safe_output import write_atomic  # noqa: E402
 
 
 def _ok(rows: Sequence[dict], role: str) -> list[dict]:
@@ -78,13 +78,10 @@ def plot_measured_vs_predicted(rows: Sequence[dict], fits: dict[str, ForwardCoef
 
 def _save(fig, path: Path) -> Path:
     """Save `fig` as PNG atomically (temporary name, then rename)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        fig.savefig(tmp, dpi=100, format="png")
-        os.replace(tmp, path)
+        write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -21,7 +21,7 @@ import torch
 from specdec_sim.profiler.models import build_model
 from specdec_sim.profiler.timing import _sync, cpu_clock, make_cache, time_forward, trim_cache
 from specdec_sim.costmodel import CostModel, PrefillTerms, StepShape, load_calibration, shape_from_levels
-from specdec_sim.costmodel.calibration import write_atomically
+from specdec_sim.safe_output import write_text_atomic
 
 STEP_COLUMNS = ("num_decode", "num_prefill", "prefill_tokens", "verify_tokens", "kv_tokens", "k_max",
                 "step_time_s", "draft_s", "verify_s", "overhead_s")
@@ -233,4 +233,4 @@ def write_rows(path: Path, rows: list[ReplayRow]) -> None:
     writer = csv.DictWriter(buffer, fieldnames=list(flat[0]) if flat else [])
     writer.writeheader()
     writer.writerows(flat)
-    write_atomically(path, buffer.getvalue())
+    write_text_atomic(path, buffer.getvalue())

@@ -11,18 +11,16 @@ and `--resume` skips them. Exit 0 even when requests fail (as `vllm bench serve`
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import shlex
-import signal
 import sys
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import specdec_sim
 from specdec_sim.costmodel import CalibrationError
+from specdec_sim.safe_output import interrupt_exit_code, sigterm_as_interrupt, write_atomic, write_text_atomic
 from specdec_sim.policies import PolicySpecError
 from specdec_sim.simulator.acceptance import AcceptanceError
 from specdec_sim.simulator.config import ConfigError, SimConfig
@@ -35,14 +33,6 @@ DEFAULT_POLICIES = ("none", "fixed:3", "smartspec")
 MAX_SEED = 2**63 - 1
 EXIT_FAILED_REQUESTS = 1  # with --fail-on-error
 USER_ERRORS = (ConfigError, CalibrationError, PolicySpecError, AcceptanceError, TraceError, ValueError, OSError)
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so the same cleanup runs; exits 128 + signal number."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
 
 
 def parse_seed(text: str) -> int:
@@ -164,7 +154,7 @@ def config_record(plan: Plan) -> dict:
 
 def write_config(plan: Plan) -> None:
     text = json.dumps(config_record(plan), indent=2) + "\n"
-    atomic_write(plan.out / "config.json", lambda tmp: Path(tmp).write_text(text))
+    write_text_atomic(plan.out / "config.json", text)
 
 
 RESUME_KEYS = ("config", "traffic", "seed")  # config.json entries that must match for --resume
@@ -251,13 +241,6 @@ def load_saved(directory: Path, spec: str, config: SimConfig) -> SavedResult:
     return SavedResult(summary, requests, None, config, str(saved.get("policy", spec)), saved)
 
 
-def atomic_write(path: Path, writer: Callable[[str], Any]) -> None:
-    """Write `path` through `writer(temporary_path)`, then rename: readers never see half a file."""
-    from specdec_sim.simulator.report import write_atomic
-
-    write_atomic(path, writer)
-
-
 def run_policies(plan: Plan, quiet: bool) -> list:
     """Each policy's result, in spec order: loaded when resumed, else simulated and written to --out."""
     from specdec_sim.simulator.engine import run_simulation
@@ -285,7 +268,7 @@ def table_view(result, directory: Path):
 
 
 def write_comparison(plan: Plan, table) -> None:
-    atomic_write(plan.out / "comparison.csv", lambda tmp: table.to_csv(tmp, index=False))
+    write_atomic(plan.out / "comparison.csv", lambda tmp: table.to_csv(tmp, index=False))
     write_config(plan)
 
 
@@ -298,37 +281,17 @@ def interrupted_message(plan: Plan | None) -> str:
     return f"simulate: interrupted after {', '.join(names)}; rerun with --resume to skip them"
 
 
-@contextlib.contextmanager
-def signals_as_interrupts() -> Iterator[None]:
-    """SIGINT raises KeyboardInterrupt and SIGTERM raises Terminated (main thread only; restored after)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def terminate(signum, frame):
-        raise Terminated(signum)
-
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    with signals_as_interrupts():
+    with sigterm_as_interrupt(ctrl_c=True):
         plan = None
         try:
             plan = make_plan(args, argv)
             return finish(plan, run_policies(plan, args.quiet), args.fail_on_error)
         except KeyboardInterrupt as exc:
             print(interrupted_message(plan), file=sys.stderr)
-            return 128 + (exc.signum if isinstance(exc, Terminated) else signal.SIGINT)
+            return interrupt_exit_code(exc)
         except USER_ERRORS as exc:
             print(f"simulate: error: {' '.join(str(exc).split())}", file=sys.stderr)
             return 2

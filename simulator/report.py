@@ -1,7 +1,7 @@
 """Writing and printing simulation results: files pandas reads, a side-by-side table, a progress bar.
 
 Every file is written to a temporary name in its directory and renamed when complete
-(`write_atomic`), and a policy's summary.json is written last, so a policy directory with a
+(`specdec_sim.safe_output.write_atomic`), and a policy's summary.json is written last, so a policy directory with a
 readable summary.json listing its files is finished (`finished_policies`, for `--resume`).
 Speedups compare policies only over the requests every policy completed, and failed requests
 get a warning line under the table. The table fits the console; narrow consoles drop the
@@ -12,19 +12,16 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
-import signal
 import sys
-import tempfile
-import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
 
+from specdec_sim.safe_output import write_atomic, write_text_atomic
 from specdec_sim.simulator.summary import run_metadata
 
 # (key, label, short label, format), in the order shown; PRIORITY says which go first when narrow
@@ -42,65 +39,6 @@ SUMMARY_FILE = "summary.json"
 
 
 # ---- files ---------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def signals_deferred(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
-    """Inside, SIGINT/SIGTERM are only recorded; on exit the previous handlers are restored and the
-    first recorded signal is handed to its handler (which raises KeyboardInterrupt, `Terminated`, ...).
-
-    A handler that raises can otherwise land inside a C extension's first import, e.g. pandas importing
-    pyarrow in `to_parquet`, leaving that module half-initialised so the next write fails with an
-    unrelated error. Masking the signal (`pthread_sigmask`) is not enough once other threads exist: the
-    kernel hands the signal to one of them and Python still runs the handler in the main thread.
-    Handlers can be swapped only in the main thread; elsewhere this does nothing (Python runs signal
-    handlers in the main thread only).
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    pending: list[int] = []
-    previous = {signum: signal.signal(signum, lambda signum, frame: pending.append(signum)) for signum in signals}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
-        if pending:
-            _deliver(pending[0], previous[pending[0]])
-
-
-def _deliver(signum: int, handler: Any) -> None:
-    """Act on a deferred signal as its handler would have."""
-    if callable(handler):
-        handler(signum, None)
-    elif handler != signal.SIG_IGN:  # SIG_DFL (or unknown): let the default action happen
-        signal.raise_signal(signum)
-
-
-def write_atomic(path: str | Path, writer: Callable[[str], Any]) -> None:
-    """Write `path` through `writer(temporary path in the same directory)`, then rename it into place.
-
-    Readers (and `--resume`) never see half a file: an interrupted write leaves the old file or none.
-    SIGINT/SIGTERM are deferred while the file is written and renamed, and acted on right after.
-    """
-    path = Path(path)
-    with signals_deferred():
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            writer(tmp)
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
-            os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def json_safe(value: Any) -> Any:
     """JSON values for a summary: NaN -> null, +-inf -> "inf"/"-inf" (vLLM's spelling), containers walked."""
     if isinstance(value, dict):
@@ -140,7 +78,7 @@ def write_result(result, directory: Path, spec: str, seed: int, run_info: dict |
         (directory / "steps.parquet").unlink(missing_ok=True)  # not this run's (--no-step-log)
     summary = {**summary_record(result, spec, seed, run_info), "files": files}
     text = json.dumps(json_safe(summary), indent=2, default=float, allow_nan=False) + "\n"
-    write_atomic(directory / SUMMARY_FILE, lambda tmp: Path(tmp).write_text(text))
+    write_text_atomic(directory / SUMMARY_FILE, text)
 
 
 VOLATILE_KEYS = ("date", "command")  # when and how the run was started: differs between identical runs

@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 from conftest import edited_json
 from specdec_sim.costmodel import (CALIBRATION_DIR, CalibrationError, CostModel, ForwardCoefficients,
                                    available_calibrations, load_calibration, save_calibration, uniform_shape)
-from specdec_sim.costmodel.calibration import calibration_from_dict, check_step_times, write_atomically
+from specdec_sim.costmodel.calibration import calibration_from_dict, check_step_times
+from specdec_sim.safe_output import write_text_atomic
 from specdec_sim.costmodel.coefficients import ValidRange, lowest_forward
 from specdec_sim.profiler.calibrate import build_calibration
 from specdec_sim.profiler.fit import FIXED_FLOOR_MS, Samples, fit_forward
@@ -269,7 +270,7 @@ def test_fixture_calibration_fits_and_simulate_runs_on_it(tmp_path):
     assert summary["completed"] == 20 and summary["calibration"] == "fixture-cpu"
 
 
-def test_write_atomically_leaves_the_old_file_when_the_rename_fails(tmp_path, monkeypatch):
+def test_write_text_atomic_leaves_the_old_file_when_the_rename_fails(tmp_path, monkeypatch):
     path = tmp_path / "calibration.json"
     path.write_text("old")
 
@@ -278,7 +279,7 @@ def test_write_atomically_leaves_the_old_file_when_the_rename_fails(tmp_path, mo
 
     monkeypatch.setattr(os, "replace", fail)
     with pytest.raises(OSError):
-        write_atomically(path, "new")
+        write_text_atomic(path, "new")
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["calibration.json"]
 
 

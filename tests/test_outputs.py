@@ -18,9 +18,9 @@ from rich.console import Console
 from specdec_sim.costmodel import load_calibration
 from specdec_sim.simulator.config import SimConfig
 from specdec_sim.simulator.engine import run_simulation
+from specdec_sim.safe_output import write_atomic
 from specdec_sim.simulator.report import (comparison_frame, failure_warnings, finished_policies, print_comparison,
-                                          progress_reporter, stable_summary, write_atomic,
-                                          write_result)
+                                          progress_reporter, stable_summary, write_result)
 from specdec_sim.traces import bundled_trace, load_trace
 
 FIXTURE = Path(__file__).parent / "fixtures" / "vllm_bench_serve_result.json"

@@ -21,12 +21,13 @@ import gzip
 import zlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
+
+from specdec_sim.safe_output import write_atomic
 
 REQUIRED_FIELDS = ("id", "prompt_tokens", "output_tokens")
 MAX_TOKENS = 10**8  # same bound as request traces (traces/model.py)
@@ -210,9 +211,8 @@ def write_acceptance_trace(path: str | os.PathLike, records: Iterable[Acceptance
     """Write all records atomically (temp file + os.replace); format from the suffix (.jsonl, .jsonl.gz, .parquet)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
+
+    def write(tmp: str) -> None:
         if path.suffix == ".parquet":
             import pyarrow as pa
             import pyarrow.parquet as pq
@@ -222,11 +222,8 @@ def write_acceptance_trace(path: str | os.PathLike, records: Iterable[Acceptance
             opener = gzip.open if path.suffix == ".gz" else open
             with opener(tmp, "wt", encoding="utf-8") as handle:
                 handle.writelines(_json_lines(records, spans_field))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+    write_atomic(path, write)
     return path
 
 

@@ -67,12 +67,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
+
+from specdec_sim.safe_output import write_text_atomic
 
 MAX_POSITION = 24  # conditional rates for draft positions 1..MAX_POSITION; beyond, the last repeats
 MAX_LEAD = 32  # lead hazards for fresh visits 0..MAX_LEAD - 2, then one tail rate
@@ -154,12 +155,7 @@ def save_profile(profile: AcceptanceProfile, path: str | os.PathLike) -> Path:
     """Write the profile as JSON, atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(asdict(profile), handle, indent=1)
-        handle.write("\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(asdict(profile), indent=1) + "\n")
     return path
 
 

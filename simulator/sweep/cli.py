@@ -208,7 +208,7 @@ def _timeline_run(plan: Plan):
 def _preload() -> None:
     """Import what the end of a sweep needs (rich, matplotlib) now, with SIGINT/SIGTERM deferred, so
     a signal never lands inside a C extension's import (which turns it into an ImportError)."""
-    from specdec_sim.simulator.report import signals_deferred
+    from specdec_sim.safe_output import signals_deferred
 
     with signals_deferred():
         import rich.table  # noqa: F401
@@ -217,14 +217,14 @@ def _preload() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from specdec_sim.simulator.sweep.lifecycle import sigterm_as_interrupt
+    from specdec_sim.safe_output import sigterm_as_interrupt
 
     with sigterm_as_interrupt():
         return _main(argv)
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    from specdec_sim.simulator.sweep.lifecycle import Terminated
+    from specdec_sim.safe_output import Terminated, interrupt_exit_code
 
     plan: Plan | None = None
     try:
@@ -241,7 +241,7 @@ def _main(argv: Sequence[str] | None) -> int:
         where = (f"; finished runs are in {plan.out}, rerun the same command to resume" if plan is not None
                  else " before any run started")
         print(f"sweep: {what}{where}", file=sys.stderr)
-        return 143 if isinstance(exc, Terminated) else 130
+        return interrupt_exit_code(exc)
     except (OSError, TimeoutError) as exc:
         print(f"sweep: error: {type(exc).__name__}: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""Sweep worker lifecycle: workers die with their parent, and SIGTERM is handled like Ctrl-C.
+"""Sweep worker lifecycle: workers die with their parent.
 
 * `worker_init(parent_pid)` runs first in every local worker process. Workers ignore SIGINT (the
   parent handles Ctrl-C), ask Linux to SIGKILL them when the parent dies (`prctl(PR_SET_PDEATHSIG)`
@@ -7,47 +7,23 @@
   SIGKILL of `sweep` leaves workers running, holding its output pipe.
 * `terminate_workers(pool)` kills a process pool's workers now (an interrupted sweep does not wait
   for the runs in flight; they are rerun on resume).
-* `simulator.report.signals_deferred()` (not imported here: this module loads first in every
-  worker, before it ignores SIGINT, so it stays free of pandas) defers SIGINT/SIGTERM around file
-  writes and imports of C extensions (a signal inside one surfaces as an ImportError).
-* `Terminated` is raised by the handler `sigterm_as_interrupt` installs, so code that cleans up after
-  Ctrl-C (`except KeyboardInterrupt`) cleans up after SIGTERM too.
+
+SIGTERM raises `specdec_sim.safe_output.Terminated` in the parent, as Ctrl-C raises
+KeyboardInterrupt, and file writes defer both (`safe_output.signals_deferred`). This module loads
+first in every worker, before it ignores SIGINT, so it imports nothing that loads pandas.
 """
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
 import signal
 import sys
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 WATCHDOG_INTERVAL_S = 0.5
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt."""
-
-
-def _raise_terminated(signum: int, frame: Any) -> None:
-    raise Terminated()
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Inside, SIGTERM raises `Terminated` in the main thread; the previous handler is restored after.
-    Outside the main thread (where handlers cannot be set) it does nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _set_pdeathsig() -> None:

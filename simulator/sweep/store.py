@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from specdec_sim.simulator.report import signals_deferred, write_atomic
+from specdec_sim.safe_output import signals_deferred, write_atomic
 
 JOURNAL = "runs.jsonl"
 STATUS_OK = "ok"
