@@ -3,7 +3,7 @@
 Pure numpy. Per request: the run starts of an unlimited-proposal replay (`fresh_visits`), their
 match chain, the position counts of their spans, the lengths of runs past the measurement cap;
 pooled (requests weighing alike): the position shape, the continuation laws, the lead hazard
-(per length stratum too) and the first match's offsets; each request's position-rate shift by
+(per length stratum too) and the first match's offsets (traces/acceptance_lead.py); each request's position-rate shift by
 mean-span matching (traces/acceptance_shift.py); the long-run excess by a random-effects fit. `fit_profile`
 turns them into the stored quantiles, strata and correlations; `fit_summary` into the numbers
 a reader checks a fit by.
@@ -17,13 +17,14 @@ from typing import Sequence
 
 import numpy as np
 
-from specdec_sim.traces.acceptance_profile import (CONTINUATION_BUCKETS, LEVELS, MAX_CONTINUATION, MAX_CUT, MAX_LEAD,
+from specdec_sim.traces.acceptance_profile import (CONTINUATION_BUCKETS, LEVELS, MAX_CONTINUATION, MAX_CUT,
                                                    MAX_POSITION, MAX_STRATA, MIN_CAPPED, MIN_STRATUM, PARAMS,
-                                                   PRIOR_TRANSITIONS,
-                                                   AcceptanceProfile, ProfileError, _logit, _sigmoid, bucket_name)
+                                                   PRIOR_TRANSITIONS, AcceptanceProfile, ProfileError, _logit,
+                                                   bucket_name)
 from specdec_sim.traces.acceptance_copies import (fit_end_copy, is_end_copy, long_runs, member_end_copy,
                                                   stratum_end_copy)
-from specdec_sim.traces.acceptance_shift import first_shift_offset, later_match_spans, request_shifts
+from specdec_sim.traces.acceptance_lead import first_match_index, first_offsets, lead_hazard
+from specdec_sim.traces.acceptance_shift import later_match_spans, request_shifts
 
 _NORMAL = NormalDist()
 
@@ -167,7 +168,7 @@ def fit_requests(records: Sequence, name: str = "profile") -> RequestFit:
     shape[reached] = np.nanmean(rates[:, reached], axis=0)  # per-request rates averaged: requests weigh alike
     shape = _fill_shape(shape)
     shape_logit = _logit(shape)
-    firsts = [_first_match(v) for v, _, _, _ in usable]
+    firsts = [first_match_index(v) for v, _, _, _ in usable]
     trans = [_transitions(v[m0:]) for (v, _, _, _), m0 in zip(usable, firsts)]  # the lead is `lead_hazard`'s
     pool01 = _request_mean([t[0, 1] / t[0].sum() for t in trans if t[0].sum()], 0.0)
     pool11 = _request_mean([t[1, 1] / t[1].sum() for t in trans if t[1].sum()], 0.5)
@@ -192,71 +193,12 @@ def fit_requests(records: Sequence, name: str = "profile") -> RequestFit:
         long = (n_long + a * pool_long) / (n_match + a)
         rows.append((_logit(p01), _logit(p11), float(shift), loc, _logit(long), length))
     table = np.array(rows)
-    offsets = _first_offsets(usable, firsts, first_long, excess, table, shape_logit, cap)
+    offsets = first_offsets(usable, firsts, first_long, excess, table, shape_logit, cap)
     hists = [_continuation_hist(s, cap) for _, _, s, _ in usable]
     hist = np.array([[_bucket_mean([h[b, d] for h in hists]) for d in range(MAX_CUT)]
                      for b in range(len(CONTINUATION_BUCKETS))])
-    return RequestFit(shape, hist, table, first_match, usable, cap, residual, _lead_hazard(usable, firsts), offsets,
+    return RequestFit(shape, hist, table, first_match, usable, cap, residual, lead_hazard(usable, firsts), offsets,
                       firsts, runs)
-
-
-def _first_match(visits: np.ndarray) -> int:
-    """Index of the request's first matching fresh visit (len(visits): none)."""
-    hits = np.flatnonzero(visits >= 2)
-    return int(hits[0]) if len(hits) else len(visits)
-
-
-def _lead_hazard(usable: list, firsts: list[int]) -> list[float]:
-    """P(the j-th fresh visit is the request's first match | none before), j = 0..MAX_LEAD - 2, and one pooled
-    tail rate for j >= MAX_LEAD - 1 (requests without a match are censored at their last visit). The lead is
-    its own law: prompt lookup cannot match before its n-gram exists (InstructCoder n-gram: 68 % of requests
-    start with exactly six span-1 positions), and the inner no-match gaps a Markov chain holds are shorter
-    (mean 8.6 fresh visits there against 10.8 for the lead)."""
-    at_risk, events = np.zeros(MAX_LEAD), np.zeros(MAX_LEAD)
-    for (visits, _, _, _), m0 in zip(usable, firsts):
-        seen = min(m0 + 1, len(visits))
-        j = np.arange(seen)
-        np.add.at(at_risk, np.minimum(j, MAX_LEAD - 1), 1)
-        if m0 < len(visits):
-            events[min(m0, MAX_LEAD - 1)] += 1
-    rates, last = [], 0.5
-    for n, k in zip(at_risk, events):
-        last = k / n if n else last
-        rates.append(round(float(last), 6))
-    return rates
-
-
-def _solve(f, lo: float = -12.0, hi: float = 12.0) -> float:
-    """Root of an increasing function on [lo, hi] (bisection; the nearer end if none)."""
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if f(mid) < 0 else (lo, mid)
-    return (lo + hi) / 2
-
-
-def _first_offsets(usable, firsts, first_long, excess, table, shape_logit, cap) -> dict:
-    """Offsets of a request's first match against its later ones, each fitted to the first matches' own
-    statistics given the requests' fitted parameters: logit P(long), log1p(excess) of a long first run, the
-    logit shift of the position rates of a first run below the cap. InstructCoder n-gram: 41 % of first
-    matches are long copies of the prompt's code, against 13 % later, and their excess is larger."""
-    has = [m0 < len(v) for (v, _, _, _), m0 in zip(usable, firsts)]
-    out = {"logit_long": 0.0, "excess": 0.0, "shift": 0.0}
-    logit_long, loc, shift = table[:, 4], table[:, 3], table[:, 2]
-    if cap is not None and any(has):
-        share = float(np.mean([fl for fl, h in zip(first_long, has) if h]))
-        idx = [i for i, h in enumerate(has) if h]
-        if 0 < share < 1:
-            out["logit_long"] = _solve(lambda d: float(np.mean(_sigmoid(logit_long[idx] + d))) - share)
-        firsts_x = [(excess[i][0], loc[i]) for i in range(len(usable))
-                    if first_long[i] and excess[i] and excess[i][0] is not None]
-        if firsts_x:
-            out["excess"] = float(np.mean([x - l for x, l in firsts_x]))
-    spans, who = [], []
-    for i, ((v, c, _, _), m0) in enumerate(zip(usable, firsts)):
-        if has[i] and not first_long[i] and not c[m0]:
-            spans.append(int(v[m0])), who.append(i)
-    out["shift"] = first_shift_offset(spans, shift[who], shape_logit, cap)
-    return {k: round(float(x), 6) for k, x in out.items()}
 
 
 def _long_counts(visits: np.ndarray, cap: int | None) -> tuple[int, int]:
@@ -344,7 +286,7 @@ def fit_profile(records: Sequence, name: str, proposer: str = "", description: s
                              for j, p in enumerate(PARAMS)},
                "correlation": [[round(float(c), 4) for c in row] for row in _score_correlation(table[g], corr)],
                **({"members": [[round(float(x), 4) for x in row] for row in table[g]]} if len(g) < MIN_STRATUM
-                  else {"lead_hazard": _lead_hazard([fit.usable[j] for j in g], [fit.firsts[j] for j in g])}),
+                  else {"lead_hazard": lead_hazard([fit.usable[j] for j in g], [fit.firsts[j] for j in g])}),
                **({"member_end_copy": [member_end_copy(fit.long_runs[j]) for j in g]}
                   if end_copy and len(g) < MIN_STRATUM else {}),
                **({"end_copy": stratum_end_copy([fit.long_runs[j] for j in g], end_copy)}
