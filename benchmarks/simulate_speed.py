@@ -12,7 +12,10 @@ and `none`, and a 1,000,000-request synthetic Poisson trace (bounded memory: no 
 With `--baseline DIR` (a checkout of another commit) every case runs alternately in this tree
 and in DIR, `--repeats` times each, and the ratio of median CPU times (this / baseline) is
 printed: below 1 is faster. Alternating runs share the machine's load, so the ratio is steadier
-than two separate benchmark runs.
+than two separate benchmark runs. `--same-workload-as-af76b28` adds, in this tree only, the
+options that make its run the one af76b28 ran by default (the V0 engine without watermark, true
+lengths, the TurboSpec authors' fit, policies pricing with it), so a ratio against that commit
+compares the same steps.
 """
 from __future__ import annotations
 
@@ -34,6 +37,9 @@ CASES = {
                                            "--replicas", "16", "--policy", "fixed:3", "--no-step-log",
                                            "--max-num-seqs", "512"],
 }
+# this tree's options for the workload af76b28 ran by default (before the V1 engine and measured calibrations)
+AF76B28_WORKLOAD = ["--engine", "v0", "--kv-watermark", "0", "--oracle-lengths", "--calibration",
+                    "turbospec-llama3-8b-eagle-h100", "--policy-calibration", "same"]
 # Runs `simulate` from the tree given as argv[1]: the specdec_sim namespace mapped onto its folders
 # (from its pyproject.toml) when it has one, else the older top-level packages on sys.path.
 CHILD = """
@@ -74,11 +80,12 @@ def run_case(args: list[str], tree: Path = ROOT) -> dict:
             "peak_rss_mb": int(rss_kb) / 1024}
 
 
-def compare(name: str, case: list[str], baseline: Path, repeats: int) -> dict:
-    """Alternate runs here and in the baseline tree; the ratio of median CPU (and wall) times."""
+def compare(name: str, case: list[str], baseline: Path, repeats: int, here_only: list[str] = ()) -> dict:
+    """Alternate runs here (with `here_only` added) and in the baseline tree; the ratio of median CPU (and
+    wall) times."""
     here, base = [], []
     for _ in range(repeats):
-        here.append(run_case(case))
+        here.append(run_case([*case, *here_only]))
         base.append(run_case(case, baseline))
     med = {key: (statistics.median(r[key] for r in here), statistics.median(r[key] for r in base))
            for key in ("simulate_cpu_s", "simulate_s")}
@@ -97,15 +104,18 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="skip the million-request case")
     parser.add_argument("--baseline", type=Path, help="a checkout of another commit to compare against")
     parser.add_argument("--repeats", type=int, default=3, help="with --baseline: alternating runs per case")
+    parser.add_argument("--same-workload-as-af76b28", action="store_true",
+                        help="run this tree on the workload af76b28 ran by default (see the module docstring)")
     args = parser.parse_args()
+    here_only = AF76B28_WORKLOAD if args.same_workload_as_af76b28 else []
     results = {}
     for name, case in CASES.items():
         if args.quick and name.startswith("1M"):
             continue
         if args.baseline:
-            results[name] = compare(name, case, args.baseline.resolve(), args.repeats)
+            results[name] = compare(name, case, args.baseline.resolve(), args.repeats, here_only)
             continue
-        results[name] = run_case(case)
+        results[name] = run_case([*case, *here_only])
         r = results[name]
         print(f"{name:40s} simulate {r['simulate_s']:7.2f} s wall, {r['simulate_cpu_s']:7.2f} s CPU   "
               f"process {r['process_s']:7.2f} s   peak RSS {r['peak_rss_mb']:7.0f} MB", flush=True)
