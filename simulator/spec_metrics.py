@@ -36,7 +36,7 @@ class PositionCounts:
     which every request drafted append their accepted counts to a buffer, counted in bulk when it
     fills or the histogram is read (the engine adds one step at a time)."""
 
-    _FLUSH_AT = 1 << 16
+    _FLUSH_AT = 1 << 13  # 64 KB per replica
 
     def __init__(self, max_k: int = 64):
         self._hist = [0] * (max_k + 1)
