@@ -21,9 +21,6 @@ or with `--check` 1 when a done-when check fails; a bad option or data file is o
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import math
 import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -43,10 +40,9 @@ from specdec_sim.traces import Trace
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # the sibling module, also when this file is imported from elsewhere (tests)
     sys.path.insert(0, str(HERE))
+from published_points import ValidationError, load_points, point  # noqa: E402
 from validation_report import Check, Report, Row, print_report, write_outputs  # noqa: E402
 
-DATA = HERE / "data" / "published_points.csv"
-COLUMNS = ("setting", "source", "metric", "value", "unit", "note")
 # role -> (calibration names in order of preference, drafting style the engine runs it with)
 ROLES: dict[str, tuple[tuple[str, ...], str]] = {
     "8b-eagle": (("llama3.1-8b-eagle-h100", "turbospec-llama3-8b-eagle-h100"), "draft"),
@@ -65,10 +61,6 @@ KTABLE_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 TPOT_MAE_PCT, SHARE_PP = 5.0, 5.0  # done-when tolerances (issue 9)
 
 
-class ValidationError(ValueError):
-    """A bad option or data file: one line, exit 2."""
-
-
 @dataclass(frozen=True)
 class Options:
     fig4_context_tokens: int = 1024  # per request in Fig.4 (its dataset is not stated; the builder fits at 1024)
@@ -80,34 +72,7 @@ class Options:
     seed: int = 0
 
 
-# ---- inputs ------------------------------------------------------------------------------------
-
-def load_points(path: Path = DATA) -> dict[tuple[str, str], float]:
-    """{(setting, metric): value} from the project copy of the published figures."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ValidationError(f"{path}: {exc.strerror or exc}") from None
-    reader = csv.DictReader(io.StringIO(text))
-    if tuple(reader.fieldnames or ()) != COLUMNS:
-        raise ValidationError(f"{path}: header must be {','.join(COLUMNS)}")
-    points: dict[tuple[str, str], float] = {}
-    for line, row in enumerate(reader, start=2):
-        try:
-            value = float(row["value"])
-        except (TypeError, ValueError):
-            raise ValidationError(f"{path}: line {line}, column value: {row['value']!r} is not a number") from None
-        if not math.isfinite(value) or not row["source"]:
-            raise ValidationError(f"{path}: line {line}: value must be finite and source non-empty")
-        points[(row["setting"], row["metric"])] = value
-    return points
-
-
-def point(points: dict, setting: str, metric: str) -> float:
-    if (setting, metric) not in points:
-        raise ValidationError(f"{DATA.name}: no row for setting {setting!r}, metric {metric!r}")
-    return points[(setting, metric)]
-
+# ---- calibrations ------------------------------------------------------------------------------
 
 def resolve_calibrations(overrides: dict) -> dict[str, Calibration | None]:
     """Role -> the calibration it uses (an override, else the first shipped name), None when none is shipped."""

@@ -22,7 +22,8 @@ _spec = importlib.util.spec_from_file_location("validate_published", _PATH)
 vp = importlib.util.module_from_spec(_spec)
 sys.modules.setdefault("validate_published", vp)  # dataclasses look their module up by name
 _spec.loader.exec_module(vp)
-vr = sys.modules["validation_report"]  # its sibling: records and output
+vr = sys.modules["validation_report"]  # its siblings: records and output, the published figures
+pp = sys.modules["published_points"]
 
 # vLLM issue #20780 (ekagra-ranjan, 2025-07-10): Llama-3.1-8B-Instruct, vLLM V1, batch 1, MT-Bench;
 # mean TPOT (ms) and acceptance length (bonus included) per k.
@@ -225,7 +226,7 @@ def test_unwritable_outputs_are_refused_before_running(tmp_path, capsys):
 
 def test_bad_data_file_names_the_line_and_column(tmp_path):
     bad = tmp_path / "points.csv"
-    bad.write_text(",".join(vp.COLUMNS) + "\nfig4/x/B=1,src,draft_share,abc,%,\n", encoding="utf-8")
+    bad.write_text(",".join(pp.COLUMNS) + "\nfig4/x/B=1,src,draft_share,abc,%,\n", encoding="utf-8")
     with pytest.raises(vp.ValidationError, match=r"line 2, column value: 'abc'"):
         vp.load_points(bad)
     bad.write_text("setting,value\n", encoding="utf-8")
