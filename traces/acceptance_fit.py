@@ -176,7 +176,7 @@ def fit_requests(records: Sequence, name: str = "profile") -> RequestFit:
     first_long = [bool(m0 < len(v) and cap is not None and v[m0] >= cap) for (v, _, _, _), m0 in zip(usable, firsts)]
     runs = [long_runs(s, cap) for _, _, s, _ in usable]
     # the length law is fitted on the long runs that are not copies to the end (acceptance_copies.py)
-    excess = [[math.log1p(max(0, length - cap)) if not is_end_copy(tail) else None for _, tail, length in rs]
+    excess = [[log_excess(length, cap) if not is_end_copy(tail) else None for _, tail, length in rs]
               for rs in runs]
     later_excess = [[x for x in (xs[1:] if fl else xs) if x is not None]  # the first match has its offsets
                     for xs, fl in zip(excess, first_long)]
@@ -212,7 +212,13 @@ def _capped_excess(spans: np.ndarray, cap: int | None) -> list[float]:
     unlimited-proposal replay emits it (`acceptance_copies.long_runs`). Reading the length off the stretch of
     capped spans plus the span after it instead stops at the first re-lookup that finds a shorter n-gram match
     (InstructCoder n-gram: mean long run 52 tokens this way, 42 that way)."""
-    return [math.log1p(max(0, length - cap)) for _, _, length in long_runs(spans, cap)]
+    return [log_excess(length, cap) for _, _, length in long_runs(spans, cap)]
+
+
+def log_excess(length: int, cap: int) -> float:
+    """log1p(E) of a long run of `length` tokens, E = its tokens past the measurement cap (what the profile
+    stores and draws)."""
+    return math.log1p(max(0, length - cap))
 
 
 def _excess_locations(excess: list[list[float]]) -> tuple[list[float], np.ndarray]:
