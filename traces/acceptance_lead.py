@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from specdec_sim.traces.acceptance_profile import MAX_LEAD, _sigmoid
-from specdec_sim.traces.acceptance_shift import first_shift_offset
+from specdec_sim.traces.acceptance_shift import first_shift_offset, solve_increasing
 
 
 def first_match_index(visits: np.ndarray) -> int:
@@ -40,14 +40,6 @@ def lead_hazard(usable: list, firsts: list[int]) -> list[float]:
     return rates
 
 
-def _solve(f, lo: float = -12.0, hi: float = 12.0) -> float:
-    """Root of an increasing function on [lo, hi] (bisection; the nearer end if none)."""
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if f(mid) < 0 else (lo, mid)
-    return (lo + hi) / 2
-
-
 def first_offsets(usable: list, firsts: list[int], first_long: list[bool], excess: list, table: np.ndarray,
                   shape_logit: np.ndarray, cap: int | None) -> dict:
     """Offsets of a request's first match against its later ones, each fitted to the first matches' own
@@ -61,7 +53,8 @@ def first_offsets(usable: list, firsts: list[int], first_long: list[bool], exces
         share = float(np.mean([fl for fl, h in zip(first_long, has) if h]))
         idx = [i for i, h in enumerate(has) if h]
         if 0 < share < 1:
-            out["logit_long"] = _solve(lambda d: float(np.mean(_sigmoid(logit_long[idx] + d))) - share)
+            out["logit_long"] = solve_increasing(lambda d: float(np.mean(_sigmoid(logit_long[idx] + d))) - share < 0,
+                                                 steps=60)
         firsts_x = [(excess[i][0], loc[i]) for i in range(len(usable))
                     if first_long[i] and excess[i] and excess[i][0] is not None]
         if firsts_x:

@@ -12,7 +12,7 @@ the same way, on the first matches.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -31,13 +31,18 @@ def mean_match_span(shape_logit: np.ndarray, shift: float | np.ndarray, cap: int
     return 2.0 + np.cumprod(rates, axis=1).sum(axis=1)
 
 
-def _solve_shift(target: float, shape_logit: np.ndarray, cap: int | None, base: float = 0.0) -> float:
-    """The shift d with mean_match_span(base + d) = target (bisection; mean span grows with d)."""
-    lo, hi = -12.0, 12.0
-    for _ in range(50):
+def solve_increasing(too_low: Callable[[float], bool], lo: float = -12.0, hi: float = 12.0, steps: int = 50) -> float:
+    """Bisection on [lo, hi] for the point where an increasing function reaches its target: `too_low(x)` says
+    it is still below at x (the nearer end if it never gets there)."""
+    for _ in range(steps):
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if float(mean_match_span(shape_logit, base + mid, cap)[0]) < target else (lo, mid)
+        lo, hi = (mid, hi) if too_low(mid) else (lo, mid)
     return (lo + hi) / 2
+
+
+def _solve_shift(target: float, shape_logit: np.ndarray, cap: int | None, base: float = 0.0) -> float:
+    """The shift d with mean_match_span(base + d) = target (mean span grows with d)."""
+    return solve_increasing(lambda d: float(mean_match_span(shape_logit, base + d, cap)[0]) < target)
 
 
 def later_match_spans(visits: np.ndarray, censored: np.ndarray, first: int, cap: int | None) -> list[int]:
@@ -67,11 +72,7 @@ def first_shift_offset(first_spans: Sequence[int], shifts: Sequence[float], shap
         return 0.0
     target = float(np.mean(first_spans))
     shifts = np.asarray(shifts, dtype=float)
-    lo, hi = -12.0, 12.0
-    for _ in range(50):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if float(np.mean(mean_match_span(shape_logit, shifts + mid, cap))) < target else (lo, mid)
-    return (lo + hi) / 2
+    return solve_increasing(lambda d: float(np.mean(mean_match_span(shape_logit, shifts + d, cap))) < target)
 
 
-__all__ = ["first_shift_offset", "later_match_spans", "mean_match_span", "request_shifts"]
+__all__ = ["first_shift_offset", "later_match_spans", "mean_match_span", "request_shifts", "solve_increasing"]
