@@ -20,7 +20,7 @@ import numpy as np
 from specdec_sim.traces.acceptance_profile import (CONTINUATION_BUCKETS, LEVELS, MAX_CONTINUATION, MAX_CUT,
                                                    MAX_POSITION, MAX_STRATA, MIN_CAPPED, MIN_STRATUM, PARAMS,
                                                    PRIOR_TRANSITIONS, AcceptanceProfile, ProfileError, _logit,
-                                                   bucket_name)
+                                                   bucket_name, log_excess)
 from specdec_sim.traces.acceptance_copies import (fit_end_copy, is_end_copy, long_runs, member_end_copy,
                                                   stratum_end_copy)
 from specdec_sim.traces.acceptance_lead import first_match_index, first_offsets, lead_hazard
@@ -213,12 +213,6 @@ def _capped_excess(spans: np.ndarray, cap: int | None) -> list[float]:
     capped spans plus the span after it instead stops at the first re-lookup that finds a shorter n-gram match
     (InstructCoder n-gram: mean long run 52 tokens this way, 42 that way)."""
     return [log_excess(length, cap) for _, _, length in long_runs(spans, cap)]
-
-
-def log_excess(length: int, cap: int) -> float:
-    """log1p(E) of a long run of `length` tokens, E = its tokens past the measurement cap (what the profile
-    stores and draws)."""
-    return math.log1p(max(0, length - cap))
 
 
 def _excess_locations(excess: list[list[float]]) -> tuple[list[float], np.ndarray]:

@@ -66,6 +66,7 @@ so one sees how far a single Beta (the published-preset model) is from the data.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -199,6 +200,18 @@ def _upgrade_continuation(profile: AcceptanceProfile) -> None:
             profile.continuation.setdefault(f"2/d{d}", dict(shared))
 
 
+def _is_probabilities(values: object, length: int | None = None) -> bool:
+    """A list of numbers in [0, 1] (of `length` of them, when given)."""
+    return (isinstance(values, list) and (length is None or len(values) == length)
+            and all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in values))
+
+
+def log_excess(length: int, cap: int) -> float:
+    """log1p(E) of a long run of `length` tokens, E = its tokens past the measurement cap (the scale the
+    profile stores a long run's length law on)."""
+    return math.log1p(max(0, length - cap))
+
+
 def _check(profile: AcceptanceProfile, where: str) -> None:
     if len(profile.position_shape) != MAX_POSITION or not all(0 < h < 1 for h in profile.position_shape):
         raise ProfileError(f"{where}: position_shape must hold {MAX_POSITION} rates in (0, 1)")
@@ -212,28 +225,23 @@ def _check(profile: AcceptanceProfile, where: str) -> None:
                                    f"non-decreasing values")
     if not all(0 <= h <= 1 for h in profile.lead_hazard):
         raise ProfileError(f"{where}: lead_hazard must hold probabilities in [0, 1]")
+    width = len(profile.end_copy.get("room_bounds", [])) + 1  # room bins of the end-copy shares
     for i, stratum in enumerate(profile.strata):
         own = stratum.get("end_copy")
-        width = len(profile.end_copy.get("room_bounds", [])) + 1
-        if own is not None and not (isinstance(own, dict) and all(
-                isinstance(own.get(k), list) and len(own[k]) == width
-                and all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in own[k]) for k in ("first", "later"))):
+        if own is not None and not (isinstance(own, dict)
+                                    and all(_is_probabilities(own.get(k), width) for k in ("first", "later"))):
             raise ProfileError(f"{where}: strata[{i}].end_copy must hold first and later shares per room bin")
         copies = stratum.get("member_end_copy", [])
-        if not isinstance(copies, list) or not all(isinstance(c, list) and len(c) == 2
-                                                   and all(isinstance(x, (int, float)) and 0 <= x <= 1 for x in c)
-                                                   for c in copies):
+        if not isinstance(copies, list) or not all(_is_probabilities(c, 2) for c in copies):
             raise ProfileError(f"{where}: strata[{i}].member_end_copy must hold [first, later] probabilities")
-        hazard = stratum.get("lead_hazard", [])
-        if not isinstance(hazard, list) or not all(isinstance(h, (int, float)) and 0 <= h <= 1 for h in hazard):
+        if not _is_probabilities(stratum.get("lead_hazard", [])):
             raise ProfileError(f"{where}: strata[{i}].lead_hazard must hold probabilities in [0, 1]")
     copy = profile.end_copy
     if copy:
         bounds, tail = copy.get("room_bounds"), copy.get("tail")
         shares = [copy.get("first"), copy.get("later")]
         if (not isinstance(bounds, list) or not isinstance(tail, dict) or not tail
-                or not all(isinstance(x, list) and len(x) == len(bounds) + 1
-                           and all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in x) for x in shares)
+                or not all(_is_probabilities(x, len(bounds) + 1) for x in shares)
                 or not all(str(k).isdigit() for k in tail) or abs(sum(tail.values()) - 1.0) > 1e-3):
             raise ProfileError(f"{where}: end_copy must hold room_bounds, first and later shares in [0, 1] (one more "
                                f"than bounds), and a tail law of token counts summing to 1")

@@ -15,9 +15,10 @@ from statistics import NormalDist
 
 import numpy as np
 
+from specdec_sim.traces.acceptance_copies import room_bin
 from specdec_sim.traces.acceptance_profile import (LEVELS, MAX_CONTINUATION, PARAMS,
                                                    AcceptanceProfile, _logit, _sigmoid, continuation_key,
-                                                   continuation_keys)
+                                                   continuation_keys, log_excess)
 
 _NORMAL = NormalDist()
 
@@ -115,7 +116,7 @@ class RunProcess:
                 share = self.end_own[0] if self.long_runs == 0 else self.end_own[1]
             else:
                 shares = self.end_first if self.long_runs == 0 else self.end_later
-                share = shares[sum(left >= b for b in self.end_bounds)]
+                share = shares[room_bin(left, self.end_bounds)]
             if share > 0.0 and rng.random() < share:
                 u, tail = rng.random(), 0
                 while tail < len(self.end_tail_cdf) - 1 and u > self.end_tail_cdf[tail]:
@@ -124,7 +125,7 @@ class RunProcess:
         loc = self.excess_loc + (self.first_excess if first else 0.0)
         top = len(LEVELS) - 1
         if left > 0:
-            top = self._residual_level(math.log1p(max(0, left - 1 - self.cap)) - loc)
+            top = self._residual_level(log_excess(left - 1, self.cap) - loc)
         u = rng.random() * top
         lo = int(u)
         hi = min(lo + 1, len(LEVELS) - 1)
