@@ -11,10 +11,10 @@ import pytest
 
 from specdec_sim.traces.acceptance import AcceptanceRecord, replay_steps, write_acceptance_trace
 from specdec_sim.traces.acceptance_cli import main as fit_cli
-from specdec_sim.traces.acceptance_fit import (_capped_excess, _excess_locations, fit_profile, fresh_visits,
-                                               measurement_cap)
+from specdec_sim.traces.acceptance_copies import long_runs
+from specdec_sim.traces.acceptance_fit import _excess_locations, fit_profile, fresh_visits, measurement_cap
 from specdec_sim.traces.acceptance_profile import (MAX_POSITION, ProfileError, available_profiles, load_profile,
-                                                   save_profile)
+                                                   log_excess, save_profile)
 from specdec_sim.traces.acceptance_sampler import ProfileSampler
 
 
@@ -83,7 +83,7 @@ def test_measurement_cap_is_found_and_censors_runs():
     assert profile.measurement_cap == 8 and len(profile.excess_residual) == len(profile.levels)
     # a run of 30 tokens seen through a cap of 8: spans 8 x 23, then 7, 6, ..., 1: one long run of excess 22
     run = np.array([8] * 23 + list(range(7, 0, -1)) + [1, 1])
-    assert _capped_excess(run, 8) == [pytest.approx(np.log1p(22))]
+    assert [log_excess(length, 8) for _, _, length in long_runs(run, 8)] == [pytest.approx(np.log1p(22))]
     # the capped span at 0 leads to position 8, inside the same run: skipped; the last start reaches the end
     visits, censored = fresh_visits(np.array([8, 7, 6, 5, 4, 3, 2, 1, 3, 2, 1, 2, 1, 1, 1, 1]), cap=8)
     assert visits.tolist() == [8, 2, 1, 1] and censored.tolist() == [True, False, False, True]

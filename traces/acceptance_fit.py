@@ -78,7 +78,7 @@ def _shape_counts(visits: np.ndarray, censored: np.ndarray, cap: int | None = No
 def _continuation_hist(spans: np.ndarray, cap: int | None = None, max_d: int = MAX_CUT) -> np.ndarray:
     """Per remaining-run bucket and distance d, histogram of X = S[i+d] - (S[i] - d) over pairs inside runs (r = S[i] - d >= 1),
     X clipped to +-MAX_CONTINUATION; shape (buckets, MAX_CUT, 2 * MAX_CONTINUATION + 1). Pairs starting at a capped
-    span are left out: long runs past the cap are modelled by their length (`_capped_excess`), not by X."""
+    span are left out: long runs past the cap are modelled by their length (`acceptance_copies.long_runs`), not by X."""
     hist = np.zeros((len(CONTINUATION_BUCKETS), max_d, 2 * MAX_CONTINUATION + 1))
     n = len(spans)
     for d in range(1, max_d + 1):
@@ -205,14 +205,6 @@ def _long_counts(visits: np.ndarray, cap: int | None) -> tuple[int, int]:
     """(match run starts at the cap, match run starts): the request's long-run share."""
     matches = visits[visits >= 2]
     return (int(np.sum(matches >= cap)) if cap is not None else 0), int(len(matches))
-
-
-def _capped_excess(spans: np.ndarray, cap: int | None) -> list[float]:
-    """log1p(E) for each fresh run start at the cap: the run is cap + E tokens long, measured as an
-    unlimited-proposal replay emits it (`acceptance_copies.long_runs`). Reading the length off the stretch of
-    capped spans plus the span after it instead stops at the first re-lookup that finds a shorter n-gram match
-    (InstructCoder n-gram: mean long run 52 tokens this way, 42 that way)."""
-    return [log_excess(length, cap) for _, _, length in long_runs(spans, cap)]
 
 
 def _excess_locations(excess: list[list[float]]) -> tuple[list[float], np.ndarray]:
