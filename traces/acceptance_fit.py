@@ -2,11 +2,12 @@
 
 Pure numpy. Per request: the run starts of an unlimited-proposal replay (`fresh_visits`), their
 match chain, the position counts of their spans, the lengths of runs past the measurement cap;
-pooled (requests weighing alike): the position shape, the continuation laws, the lead hazard
-(per length stratum too) and the first match's offsets (traces/acceptance_lead.py); each request's position-rate shift by
-mean-span matching (traces/acceptance_shift.py); the long-run excess by a random-effects fit. `fit_profile`
-turns them into the stored quantiles, strata and correlations; `fit_summary` into the numbers
-a reader checks a fit by.
+pooled (requests weighing alike): the position shape, the continuation laws, the lead hazard (per
+length stratum too) and the first match's offsets (traces/acceptance_lead.py); each request's
+position-rate shift by mean-span matching (traces/acceptance_shift.py); the long-run excess by a
+random-effects fit, and the copies to the end of the output (traces/acceptance_copies.py).
+`fit_profile` turns them into the stored quantiles, strata and correlations; `fit_summary` into
+the numbers a reader checks a fit by.
 """
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """A sweep's result table: an append-only JSON-lines journal (the resume source) plus Parquet/CSV.
 
 Rows are keyed by `run_id`; a journal line that is torn or not a row is skipped with one warning
-line on stderr (its run is run again); `ResultStore.add` appends to the journal with fsync and rewrites the
-table atomically (`write_atomic`, signals held back while it writes) at most once per `TABLE_REWRITE_INTERVAL_S`, and `write_table` at the end.
+line on stderr (its run is run again); `ResultStore.add` appends to the journal with fsync and
+rewrites the table atomically (`write_atomic`, signals held back while it writes) at most once per
+`TABLE_REWRITE_INTERVAL_S`, and `write_table` at the end.
 """
 from __future__ import annotations
 
