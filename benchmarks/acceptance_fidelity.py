@@ -14,7 +14,7 @@ sets it and no per-request model can predict which), under three acceptance mode
 * pooled: one set of per-position conditional rates for the whole file, what a vLLM run's
   `spec_decode_per_position_acceptance_rates` gives (from the exact replay at k = 3); for n-gram,
   the pooled chance a step finds a match (`--ngram-match`) and the rates given a match;
-* profile: the fitted profile (traces/acceptance_profile.py, the shipped preset's fit), each
+* profile: the fitted profile (acceptance/profile.py, the shipped preset's fit), each
   request its own sampled process; mean over `--seeds` seeds (the spread is printed);
 * replay: every request replays its own record exactly (`--acceptance-trace`, `acceptance_id`).
 
@@ -32,9 +32,10 @@ import numpy as np
 
 from specdec_sim.simulator.config import SimConfig
 from specdec_sim.simulator.engine import run_simulation
-from specdec_sim.traces.acceptance import load_acceptance_trace, replay_steps
-from specdec_sim.traces.acceptance_fit import fit_profile
-from specdec_sim.traces.acceptance_profile import save_profile
+from specdec_sim.acceptance.records import load_acceptance_trace
+from specdec_sim.acceptance.spans import replay_steps
+from specdec_sim.acceptance.fit import fit_profile
+from specdec_sim.acceptance.profile import save_profile
 from specdec_sim.traces.model import Trace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -197,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--proposers", default=",".join(PROPOSERS))
     parser.add_argument("--seeds", type=int, default=6, help="profile runs per row (their mean is compared)")
-    parser.add_argument("--profiles", type=Path, default=ROOT / "traces" / "data" / "acceptance_profiles",
+    parser.add_argument("--profiles", type=Path, default=ROOT / "acceptance" / "profiles",
                         help="fitted profiles <dataset>-<proposer>.json (fitted from --data if missing)")
     parser.add_argument("--csv", type=Path, default=ROOT / "docs" / "acceptance-fidelity.csv")
     parser.add_argument("--figure", type=Path, default=ROOT / "docs" / "acceptance-fidelity.png")

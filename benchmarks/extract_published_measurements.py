@@ -18,7 +18,7 @@ from pathlib import Path
 
 from specdec_sim.safe_output import write_text_atomic
 from specdec_sim.profiler.published import COLUMNS, DEFAULT_PUBLISHED
-from specdec_sim.profiler.serving import alpha_from_acceptance_length
+from specdec_sim.acceptance.rates import alpha_from_acceptance_length
 
 ROLES = {"sdb_fit_coefficients": "parameter", "sdb_fit_steps": "check", "vllm32374_best_k": "check"}
 SRC_20780 = "vLLM issue #20780 (ekagra-ranjan, 2025-07-10), vLLM V1 ~v0.9, H100 inferred, MT-Bench, batch 1"

@@ -1,11 +1,11 @@
 """Fit the shipped acceptance profiles from the SpecDecode-Bench span files (given by path; never copied).
 
     python benchmarks/fit_acceptance_presets.py --data ../shared/data/acceptance/specdecode_bench
-    python benchmarks/fit_acceptance_presets.py --data DIR --out traces/data/acceptance_profiles --check
+    python benchmarks/fit_acceptance_presets.py --data DIR --out acceptance/profiles --check
 
 Reads `{gsm8k,cnn,sharegpt,instructcoder}.{eagle,ngram}.jsonl.gz` from --data and writes one
 profile per file, `<dataset>-<proposer>.json`, into --out (default: the package's
-traces/data/acceptance_profiles). A profile holds only derived statistics (quantiles, rates,
+acceptance/profiles). A profile holds only derived statistics (quantiles, rates,
 transition probabilities, the fit summary), with the attribution the source requires; no
 request's span sequence is written. `--check` refits and compares with the files in --out
 (exit 1 on a difference), so the shipped presets stay what this script makes.
@@ -18,14 +18,14 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from specdec_sim.traces.acceptance import AcceptanceTraceError, load_acceptance_trace
-from specdec_sim.traces.acceptance_fit import fit_profile
-from specdec_sim.traces.acceptance_profile import save_profile
+from specdec_sim.acceptance.records import AcceptanceTraceError, load_acceptance_trace
+from specdec_sim.acceptance.fit import fit_profile
+from specdec_sim.acceptance.profile import save_profile
 
 DATASETS = ("gsm8k", "cnn", "sharegpt", "instructcoder")
 PROPOSERS = {"eagle": "EAGLE head", "ngram": "n-gram prompt lookup"}
 DATASET_NAMES = {"gsm8k": "GSM8K", "cnn": "CNN/DailyMail", "sharegpt": "ShareGPT", "instructcoder": "InstructCoder"}
-DEFAULT_OUT = Path(__file__).resolve().parents[1] / "traces" / "data" / "acceptance_profiles"
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "acceptance" / "profiles"
 SOURCE = {
     "dataset": "SpecDecode-Bench per-position acceptance (GitHub SpecDecode-Bench/simulator, "
                "data/llama3.1-8B/combined_*.jsonl, commit 2fdccbd, 2026-04-01)",

@@ -34,7 +34,7 @@ def synthetic_requests(count: int, prompt_tokens: int, output_tokens: int, vocab
 
 
 def time_ngram(pairs, lookup_min: int, lookup_max: int, k: int, repeats: int) -> tuple[float, float]:
-    from specdec_sim.profiler.ngram_spans import NgramSettings, ngram_spans
+    from specdec_sim.acceptance.ngram_spans import NgramSettings, ngram_spans
     settings = NgramSettings(lookup_min, lookup_max, k)
     seconds, mean_span = [], 0.0
     for _ in range(repeats):

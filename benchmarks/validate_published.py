@@ -31,8 +31,8 @@ import numpy as np
 from specdec_sim.costmodel import (Calibration, CalibrationError, CostModel, available_calibrations, load_calibration,
                                    prefill_terms, step_shape)
 from specdec_sim.policies.build_table import build_k_table
-from specdec_sim.policies.goodput import expected_tokens
-from specdec_sim.simulator.acceptance import alpha_from_acceptance_length
+from specdec_sim.acceptance.rates import expected_tokens
+from specdec_sim.acceptance.rates import alpha_from_acceptance_length
 from specdec_sim.simulator.config import SimConfig
 from specdec_sim.simulator.engine import build_cost_model, run_simulation
 from specdec_sim.traces import Trace

@@ -12,7 +12,8 @@ Conventions shared by all policies (one place, no copies):
   (section 3: unmatched requests contribute 1 token and 1 batched token). SmartSpec's code does not
   cap; it only matters for requests about to reach max_tokens.
 * style "tree": k is the number of draft-tree nodes and E[tokens] = 1 + expected_accepted_tree
-  (policies/tree.py); "draft" and "ngram" use the chain formula l(alpha, k).
+  (acceptance/tree.py); "draft" and "ngram" use the chain formula l(alpha, k) (`expected_tokens`, the
+  one copy in acceptance/rates.py).
 * The step is priced with the StepShape builder the engine uses (`costmodel.step_shape`), from
   per-request k: with every request at k and no caps this equals
   `uniform_shape(B, N_kv, k)`, which reproduces the reference's [DERIVED] k* table. For style
@@ -27,18 +28,11 @@ from typing import Callable, Sequence
 from specdec_sim.costmodel import (NO_PREFILL, OOM_STEP_TIME_S, CostModel, PrefillTerms, StepShape, shape_from_levels,
                                    step_shape, uniform_shape)
 
-from specdec_sim.policies.tree import tree_node_gains
+from specdec_sim.acceptance.rates import best_uniform_k as best_k_by_goodput
+from specdec_sim.acceptance.rates import expected_tokens
+from specdec_sim.acceptance.tree import tree_node_gains
 
 OOM_FACTOR = 1.1  # SmartSpec's memory guard: B*(seq_len+k+1)*1.1 must fit (section 1.4)
-
-
-def expected_tokens(alpha: float, k: int) -> float:
-    """Expected tokens a step emits for one request proposing k under i.i.d. acceptance alpha (bonus included)."""
-    if k <= 0:
-        return 1.0
-    if alpha >= 1.0:
-        return float(k + 1)
-    return (1.0 - alpha ** (k + 1)) / (1.0 - alpha)
 
 
 def step_tokens(alpha: float, k: int, style: str = "draft") -> float:
@@ -200,9 +194,11 @@ def uniform_shape_goodput(cost: CostModel, alpha: float, batch_size: int, contex
 def best_uniform_k(cost: CostModel, alpha: float, batch_size: int, context_tokens: int, max_k: int,
                    style: str = "draft", candidates: Sequence[int] | None = None) -> int:
     """argmax over k in `candidates` (default 0..max_k) of uniform_shape_goodput (ties go to the smaller k)."""
-    ks = sorted(set(range(max_k + 1) if candidates is None else candidates))
-    values = {k: uniform_shape_goodput(cost, alpha, batch_size, context_tokens, k, style) for k in ks}
-    return max(ks, key=lambda k: (values[k], -k))
+    def step_time_s(k: int) -> float:
+        return cost.step_time_s(uniform_shape(batch_size, batch_size * context_tokens, k))
+
+    return best_k_by_goodput(step_time_s, alpha, batch_size, range(max_k + 1) if candidates is None else candidates,
+                             lambda a, k: step_tokens(a, k, style))
 
 
 def has_knee(cost: CostModel) -> bool:

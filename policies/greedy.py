@@ -21,7 +21,7 @@ refreshed at every depth when the calibration has a compute knee.
   policies/estimators.py). m itself is the pooled acceptance of the last `window` drafting steps,
   shrunk the same way toward `initial_alpha` (PooledWindow), so that an unlucky first step cannot
   drive m to 0 and k to 0 for good. Decided every step. For style "tree" the per-position ratio
-  counts any accepted node, so it slightly overstates the top-1 alpha of policies/tree.py.
+  counts any accepted node, so it slightly overstates the top-1 alpha of acceptance/tree.py.
 * `oracle`: the same allocation with each request's TRUE alpha. Not implementable; an upper
   bound for analysis only.
 """
@@ -33,7 +33,7 @@ from typing import Sequence
 
 from specdec_sim.policies.estimators import PerRequestStats, PooledWindow, check_counting
 from specdec_sim.policies.goodput import ShapeAggregates, forced_marginal_times, has_knee, usable_k
-from specdec_sim.policies.tree import tree_node_gains
+from specdec_sim.acceptance.tree import tree_node_gains
 
 
 @dataclass

@@ -38,7 +38,7 @@ the bookkeeping follows the authors' code it cites ([C-DSD] dsd.py, [C-SDW] spec
 * Not modelled: V0 also counts prefill-only steps at or above the threshold (the policy is not
   called there), skips the drafter in disabled steps (stale draft KV), and leaves the overhead term
   out of its n-gram pricing (the cost model's total step time is used).
-* style "tree": the same scan over the number of tree nodes (policies/tree.py).
+* style "tree": the same scan over the number of tree nodes (acceptance/tree.py).
 """
 from __future__ import annotations
 

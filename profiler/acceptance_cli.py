@@ -4,7 +4,7 @@
     profile-acceptance --prompts prompts.jsonl --method draft --target tiny-llama --draft tiny-draft \\
                        --device cpu --out draft.jsonl.gz
 
-The output is an acceptance trace (traces/acceptance.py; docs/acceptance-traces.md) that `simulate
+The output is an acceptance trace (acceptance/records.py; docs/acceptance-traces.md) that `simulate
 --acceptance-trace` replays. Records are appended one per request as they finish (a .jsonl.gz or .parquet
 output is assembled from a `<out>.partial.jsonl` at the end); rerun the same command to resume: ids
 already written are skipped and a line torn by a kill is redone. Bad input prints one line and exits 2;
@@ -25,10 +25,11 @@ from specdec_sim.profiler.acceptance_inputs import (PromptLine, PromptsError, ch
                                                     read_prompts, to_request)
 from specdec_sim.profiler.cli import UsageError, resolve_device
 from specdec_sim.profiler.models import DTYPE_BYTES, ModelNotFound, available_models, load_config
-from specdec_sim.profiler.ngram_spans import NgramSettings, ngram_spans
+from specdec_sim.acceptance.ngram_spans import NgramSettings, ngram_spans
 from specdec_sim.safe_output import interrupt_exit_code, sigterm_as_interrupt
-from specdec_sim.traces.acceptance import (AcceptanceRecord, AcceptanceTraceError, AcceptanceTraceWriter,
-                                           load_acceptance_trace, replay_steps, write_acceptance_trace)
+from specdec_sim.acceptance.records import (AcceptanceRecord, AcceptanceTraceError, AcceptanceTraceWriter,
+                                            load_acceptance_trace, write_acceptance_trace)
+from specdec_sim.acceptance.spans import replay_steps
 
 SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from specdec_sim.profiler.acceptance import TokenRequest
-from specdec_sim.traces.acceptance import check_record_id, json_lines
+from specdec_sim.acceptance.records import check_record_id, json_lines
 
 
 class PromptsError(ValueError):

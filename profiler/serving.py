@@ -21,6 +21,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from specdec_sim.acceptance.rates import alpha_from_acceptance_length
+from specdec_sim.acceptance.rates import best_uniform_k as best_k_by_goodput
 from specdec_sim.costmodel import Calibration, CostModel, uniform_shape
 from specdec_sim.profiler.fit import nonnegative_lstsq
 from specdec_sim.profiler.published import Measure
@@ -29,32 +31,13 @@ SHARE_PART = {"share_draft_pct": "draft_s", "share_verify_pct": "verify_s", "sha
 MAX_ITERATIONS = 30
 
 
-def expected_tokens(alpha: float, k: int) -> float:
-    """Tokens one request emits in a step proposing k under i.i.d. acceptance alpha (as policies.goodput)."""
-    if k <= 0:
-        return 1.0
-    return float(k + 1) if alpha >= 1.0 else (1.0 - alpha ** (k + 1)) / (1.0 - alpha)
-
-
-def alpha_from_acceptance_length(al: float, k: int) -> float:
-    """The per-token acceptance alpha whose expected tokens at k equal the mean acceptance length al."""
-    if al >= k + 1:
-        return 1.0
-    lo, hi = 0.0, 1.0
-    for _ in range(80):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if expected_tokens(mid, k) < al else (lo, mid)
-    return (lo + hi) / 2
-
-
 BEST_K_AL_AT = 3  # best_k rows give the mean acceptance length measured at k = 3 (published_measurements.csv)
 
 
 def best_uniform_k(cost: CostModel, alpha: float, batch: int, context: int, max_k: int) -> int:
     """argmax over k of B * E[tokens] / step time at uniform k (ties to the smaller k), as build-k-table does."""
-    values = [batch * expected_tokens(alpha, k) / cost.step_time_s(uniform_shape(batch, batch * context, k))
-              for k in range(max_k + 1)]
-    return max(range(max_k + 1), key=lambda k: (values[k], -k))
+    return best_k_by_goodput(lambda k: cost.step_time_s(uniform_shape(batch, batch * context, k)), alpha, batch,
+                             range(max_k + 1))
 
 
 def forward_ms(cal: Calibration, m: Measure) -> float:

@@ -22,7 +22,7 @@ import specdec_sim
 from specdec_sim.costmodel import CalibrationError
 from specdec_sim.safe_output import interrupt_exit_code, sigterm_as_interrupt, write_atomic, write_text_atomic
 from specdec_sim.policies import PolicySpecError
-from specdec_sim.simulator.acceptance import AcceptanceError
+from specdec_sim.acceptance.rates import AcceptanceError
 from specdec_sim.simulator.config import ConfigError, SimConfig
 from specdec_sim.simulator.options import OneLineParser, add_options, from_namespace, option_fields
 from specdec_sim.simulator.preflight import check_engine, check_out, check_policies, file_sha256, policy_slug

@@ -12,7 +12,7 @@ import numbers
 from dataclasses import asdict, dataclass
 
 from specdec_sim.costmodel import DEFAULT_CALIBRATION, available_calibrations
-from specdec_sim.simulator.acceptance import PRESETS
+from specdec_sim.acceptance.rates import PRESETS
 from specdec_sim.simulator.engine_mode import ENGINES
 from specdec_sim.simulator.options import option, parse_float, parse_float_list, parse_int
 

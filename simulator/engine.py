@@ -18,17 +18,18 @@ from specdec_sim.costmodel import Calibration, CalibrationError, CostModel, Draf
 from specdec_sim.costmodel.policy_view import policy_calibration
 from specdec_sim.policies import make_policy
 from specdec_sim.policies.base import FixedK, NoSpeculation, Policy
-from specdec_sim.simulator.acceptance import AcceptanceDrawer, AlphaSampler, preset_position_rates, resolve_mean_alpha
+from specdec_sim.acceptance.draws import AcceptanceDrawer, AlphaSampler
+from specdec_sim.acceptance.rates import preset_position_rates, resolve_mean_alpha
 from specdec_sim.simulator.arrivals import ConcurrencyGate, admission, send_requests
 from specdec_sim.simulator.config import SimConfig
 from specdec_sim.simulator.engine_mode import EngineLimits, engine_summary, prefix_cache_summary, resolve_limits
 from specdec_sim.simulator.kvcache import KVCache, PrefixCache
-from specdec_sim.simulator.measured_acceptance import MeasuredAcceptance, build_measured
+from specdec_sim.acceptance.measured import MeasuredAcceptance, build_measured
 from specdec_sim.simulator.recorder import Recorder
 from specdec_sim.simulator.replica import Replica
 from specdec_sim.simulator.request import Request
 from specdec_sim.simulator.scheduler import Scheduler
-from specdec_sim.simulator.spec_metrics import merge, run_spec_summary
+from specdec_sim.acceptance.spec_metrics import merge, run_spec_summary
 from specdec_sim.simulator.step_noise import StepTimeNoise
 from specdec_sim.simulator.summary import mark_unfinished, request_frame, summarize
 
@@ -90,16 +91,6 @@ def _served_trace(trace, limits: EngineLimits, config: SimConfig):
     return trace, server
 
 
-def _tree_sampler(style: str):
-    if style != "tree":
-        return None
-    try:
-        from specdec_sim.policies.tree import sample_accepted_tree
-    except ImportError:
-        return None
-    return sample_accepted_tree
-
-
 def _replica(env: simpy.Environment, index: int, cost: CostModel, policy_cost: CostModel, policy: Policy,
              config: SimConfig, limits: EngineLimits, num_blocks: int, recorder: Recorder, rng: random.Random,
              position_rates: tuple[float, ...], seed: int, measured: bool = False, hash_tokens: int = 0) -> Replica:
@@ -110,9 +101,9 @@ def _replica(env: simpy.Environment, index: int, cost: CostModel, policy_cost: C
                           limits.chunked_prefill, limits.spec_in_prefill_steps, config.max_k,
                           watermark_blocks=int(limits.watermark * num_blocks))
     acceptance = AcceptanceDrawer(config.acceptance_mode, config.style, rng, position_rates,
-                                  _tree_sampler(config.style), config.ngram_match_prob, measured)
+                                  config.ngram_match_prob, measured)
     noise = StepTimeNoise(config.step_time_noise, seed * 1_000_003 + index) if config.step_time_noise > 0 else None
-    return Replica(env, index, cost, policy, scheduler, acceptance, recorder, rng, config.style, policy_cost, noise)
+    return Replica(env, index, cost, policy, scheduler, acceptance, recorder, config.style, policy_cost, noise)
 
 
 def build_cost_model(config: SimConfig, calibration: Calibration | None = None,

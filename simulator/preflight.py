@@ -40,7 +40,7 @@ def check_policies(specs: list[str], config: SimConfig) -> None:
 
 def check_engine(config: SimConfig) -> None:
     """Load the calibration and size the KV cache now, so neither fails after a policy already ran."""
-    from specdec_sim.simulator.acceptance import resolve_mean_alpha
+    from specdec_sim.acceptance.rates import resolve_mean_alpha
     from specdec_sim.simulator.engine import build_cost_model, build_policy_cost_model
 
     resolve_mean_alpha(config.acceptance)

@@ -7,13 +7,12 @@ recorder receives a plain `StepRecord`. The replica owns no scheduling or block 
 """
 from __future__ import annotations
 
-import random
 from operator import attrgetter
 from typing import Callable
 
 from specdec_sim.costmodel import NO_PREFILL, CostModel, StepTime, prefill_terms, step_shape
 from specdec_sim.policies.base import DecodeBatch, Policy, StepOutcome
-from specdec_sim.simulator.acceptance import AcceptanceDrawer
+from specdec_sim.acceptance.draws import AcceptanceDrawer
 from specdec_sim.simulator.recorder import Recorder, StepRecord
 from specdec_sim.simulator.request import Request
 from specdec_sim.simulator.scheduler import Scheduler
@@ -25,7 +24,7 @@ class Replica:
     """A scheduler, a policy and an acceptance process of one replica, run as a SimPy process."""
 
     def __init__(self, env, index: int, cost: CostModel, policy: Policy, scheduler: Scheduler,
-                 acceptance: AcceptanceDrawer, recorder: Recorder, rng: random.Random, style: str,
+                 acceptance: AcceptanceDrawer, recorder: Recorder, style: str,
                  policy_cost: CostModel | None = None, noise: Callable[[StepTime], StepTime] | None = None):
         """`cost` advances the clock (the truth); `policy_cost` is what the policy prices candidates with
         (default: the truth); `noise`, if given, perturbs each true step time."""
@@ -39,7 +38,6 @@ class Replica:
         self.scheduler = scheduler
         self.acceptance = acceptance
         self.recorder = recorder
-        self.rng = rng
         self.style = style
         self.tree = style == "tree"
         self.ngram = style == "ngram"
@@ -93,12 +91,8 @@ class Replica:
     def propose(self, decoding: list[Request], kv_tokens: int, prefill_tokens: int, num_prefill: int) -> list[int]:
         """The policy's proposal lengths for `decoding`, capped to what the engine can run."""
         ngram = self.ngram
-        if ngram and self.acceptance.measured:  # replayed or profiled acceptance: matches come from the data
+        if ngram:  # prompt lookup: this step's n-gram match per request, drawn before the policy proposes
             self.acceptance.mark_matches(decoding)
-        elif ngram:
-            rand = self.rng.random
-            for req in decoding:  # prompt lookup: this step's n-gram match per request
-                req.ngram_match = rand() < self.acceptance.ngram_match_prob
         scheduler = self.scheduler
         # requests, cost, kv_tokens, max_k, style, prefill_tokens, num_prefill, queue_len, free_kv_tokens
         batch = DecodeBatch(decoding, self.policy_cost, kv_tokens, self.max_k, self.style, prefill_tokens, num_prefill,

@@ -38,7 +38,7 @@ class Request:
         self.replica = -1
         self.is_decoding = False
         self.log_alpha = math.log(alpha) if 0.0 < alpha < 1.0 else (-math.inf if alpha <= 0.0 else -1e-300)
-        self.spans = None  # measured acceptance replayed (simulator/measured_acceptance.py); never read by policies
+        self.spans = None  # measured acceptance replayed (acceptance/measured.py); never read by policies
         self.process = None  # or the request's acceptance process sampled from a profile
 
     @property

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from specdec_sim.simulator.config import MAX_CLOCK_S, ConfigError, is_int, is_real
 from specdec_sim.simulator.options import option, parse_float, parse_int
 from specdec_sim.traces import BUNDLED_TRACES, FORMATS, Trace, TraceError, bundled_trace, load_trace, synthetic_trace
-from specdec_sim.traces.acceptance import acceptance_request_trace, is_acceptance_trace
+from specdec_sim.acceptance.records import acceptance_request_trace, is_acceptance_trace
 
 MAX_TIME_SCALE = 1e9  # stretches one second of trace to ~31.7 years
 BURSTINESS_RANGE = (1e-3, 1e3)  # Gamma shape: CV^2 of inter-arrivals from 1000 down to 0.001

@@ -1,4 +1,4 @@
-"""Copies to the end of the output (traces/acceptance_copies.py): tails by hand, the fitted shares, and the
+"""Copies to the end of the output (acceptance/copies.py): tails by hand, the fitted shares, and the
 sampler's long runs (a copy ends its drawn tail before the output; any other long run ends before it)."""
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ import random
 import numpy as np
 import pytest
 
-from specdec_sim.traces.acceptance import AcceptanceRecord
-from specdec_sim.traces.acceptance_copies import (END_TAIL, PRIOR_END_RUNS, ROOM_BOUNDS, long_runs, member_end_copy,
-                                                  room_bin)
-from specdec_sim.traces.acceptance_fit import fit_profile
-from specdec_sim.traces.acceptance_profile import load_profile, save_profile
-from specdec_sim.traces.acceptance_sampler import ProfileSampler
+from specdec_sim.acceptance.records import AcceptanceRecord
+from specdec_sim.acceptance.copies import END_TAIL, PRIOR_END_RUNS, ROOM_BOUNDS, long_runs, member_end_copy, room_bin
+from specdec_sim.acceptance.fit import fit_profile
+from specdec_sim.acceptance.profile import load_profile, save_profile
+from specdec_sim.acceptance.sampler import ProfileSampler
 
 from test_acceptance_profile import synthetic_spans
 

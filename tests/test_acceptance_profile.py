@@ -9,13 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from specdec_sim.traces.acceptance import AcceptanceRecord, replay_steps, write_acceptance_trace
-from specdec_sim.traces.acceptance_cli import main as fit_cli
-from specdec_sim.traces.acceptance_copies import long_runs
-from specdec_sim.traces.acceptance_fit import _excess_locations, fit_profile, fresh_visits, measurement_cap
-from specdec_sim.traces.acceptance_profile import (MAX_POSITION, ProfileError, available_profiles, load_profile,
-                                                   log_excess, save_profile)
-from specdec_sim.traces.acceptance_sampler import ProfileSampler
+from specdec_sim.acceptance.records import AcceptanceRecord, write_acceptance_trace
+from specdec_sim.acceptance.spans import replay_steps
+from specdec_sim.acceptance.cli import main as fit_cli
+from specdec_sim.acceptance.copies import long_runs
+from specdec_sim.acceptance.fit import _excess_locations, fit_profile
+from specdec_sim.acceptance.spans import fresh_visits, measurement_cap
+from specdec_sim.acceptance.profile import (MAX_POSITION, ProfileError, available_profiles, load_profile, log_excess,
+                                            save_profile)
+from specdec_sim.acceptance.sampler import ProfileSampler
 
 
 def synthetic_spans(n: int, p01: float, p11: float, rate: float, rng: np.random.Generator,
@@ -142,7 +144,7 @@ def test_shipped_presets_carry_attribution_and_no_sequences():
     profile = load_profile("sharegpt-ngram")
     assert "2601.11580" in profile.source["paper"] and "no license" in profile.source["license"]
     assert profile.summary["requests"] == 310 and profile.summary["output_tokens_max"] == 8192
-    text = json.dumps(json.loads((Path(__file__).parents[1] / "traces" / "data" / "acceptance_profiles" /
+    text = json.dumps(json.loads((Path(__file__).parents[1] / "acceptance" / "profiles" /
                                   "sharegpt-ngram.json").read_text()))
     assert '"spans"' not in text and '"id"' not in text
 

@@ -12,7 +12,8 @@ import pytest
 from specdec_sim.simulator.cli import main as simulate
 from specdec_sim.simulator.config import SimConfig
 from specdec_sim.simulator.engine import run_simulation
-from specdec_sim.traces.acceptance import AcceptanceRecord, replay_steps, write_acceptance_trace
+from specdec_sim.acceptance.records import AcceptanceRecord, write_acceptance_trace
+from specdec_sim.acceptance.spans import replay_steps
 from specdec_sim.traces.model import Trace
 
 RECORDS = [AcceptanceRecord("a", 10, 9, [3, 2, 1, 4, 3, 2, 1, 1, 1]),
@@ -68,7 +69,7 @@ def test_ngram_steps_with_a_span_of_one_find_no_match(tmp_path: Path):
 
 
 def test_tree_steps_accept_along_the_best_path(tmp_path: Path):
-    from specdec_sim.simulator.acceptance import chain_depth
+    from specdec_sim.acceptance.tree import chain_depth
 
     code, out = run(tmp_path, "--policy", "fixed:4", "--style", "tree")
     assert code == 0

@@ -1,5 +1,5 @@
 """A request's position-rate shift by mean-span matching, and the lead hazard per output-length stratum
-(traces/acceptance_shift.py, traces/acceptance_fit.py): closed forms, the fitted means, the sampler's leads."""
+(acceptance/shift.py, acceptance/fit.py): closed forms, the fitted means, the sampler's leads."""
 from __future__ import annotations
 
 import random
@@ -9,12 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from specdec_sim.traces.acceptance import AcceptanceRecord
-from specdec_sim.traces.acceptance_fit import fit_profile, fit_requests
-from specdec_sim.traces.acceptance_profile import MAX_POSITION, PRIOR_SPAN_VISITS, _logit
-from specdec_sim.traces.acceptance_sampler import ProfileSampler
-from specdec_sim.traces.acceptance_shift import (first_shift_offset, later_match_spans, mean_match_span,
-                                                 request_shifts)
+from specdec_sim.acceptance.records import AcceptanceRecord
+from specdec_sim.acceptance.fit import fit_profile, fit_requests
+from specdec_sim.acceptance.profile import MAX_POSITION, PRIOR_SPAN_VISITS, _logit
+from specdec_sim.acceptance.sampler import ProfileSampler
+from specdec_sim.acceptance.shift import first_shift_offset, later_match_spans, mean_match_span, request_shifts
 
 from test_acceptance_profile import synthetic_spans
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from specdec_sim.traces.acceptance import (AcceptanceRecord, AcceptanceTraceError, AcceptanceTraceWriter,
-                                           append_record, load_acceptance_trace, replay_steps,
-                                           write_acceptance_trace)
+from specdec_sim.acceptance.records import (AcceptanceRecord, AcceptanceTraceError, AcceptanceTraceWriter,
+                                            append_record, load_acceptance_trace, write_acceptance_trace)
+from specdec_sim.acceptance.spans import replay_steps
 
 SPANS = [3, 2, 1, 4, 3, 2, 1, 1, 1]  # 9 output tokens
 
@@ -122,7 +122,7 @@ def test_writer_appends_and_resumes_after_a_torn_line(tmp_path: Path):
 
 
 def test_acceptance_traces_are_told_from_request_traces(tmp_path: Path):
-    from specdec_sim.traces.acceptance import acceptance_request_trace, is_acceptance_trace
+    from specdec_sim.acceptance.records import acceptance_request_trace, is_acceptance_trace
 
     for name in ("t.jsonl", "t.jsonl.gz", "t.parquet"):
         assert is_acceptance_trace(write_acceptance_trace(tmp_path / name, records()))

@@ -1,8 +1,9 @@
 """The house rules, checked on the source: import arrows point one way and the step loop stays short.
 
 Packages (installed under the `specdec_sim` namespace; see pyproject.toml):
-traces, costmodel -> policies -> simulator -> simulator.sweep / CLIs; profiler -> costmodel; every room may
-use specdec_sim.safe_output (atomic files, interrupts), which imports nothing of ours.
+traces, acceptance, costmodel -> policies -> simulator -> simulator.sweep / CLIs; profiler -> costmodel,
+acceptance, traces; acceptance -> traces.model only; every room may use specdec_sim.safe_output (atomic
+files, interrupts), which imports nothing of ours.
 """
 from __future__ import annotations
 
@@ -19,12 +20,15 @@ PACKAGE_DIRS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["set
 # package -> the project packages its files may import (itself always allowed); every room may write files
 # and handle interrupts through the one standard-library module for it
 SAFE_OUTPUT = "specdec_sim.safe_output"
+ACCEPTANCE = "specdec_sim.acceptance"
 ALLOWED = {
     "specdec_sim.traces": {SAFE_OUTPUT},
+    ACCEPTANCE: {"specdec_sim.traces", SAFE_OUTPUT},  # of traces, the record model only (checked below)
     "specdec_sim.costmodel": {SAFE_OUTPUT},
-    "specdec_sim.policies": {"specdec_sim.costmodel", SAFE_OUTPUT},
-    "specdec_sim.simulator": {"specdec_sim.costmodel", "specdec_sim.policies", "specdec_sim.traces", SAFE_OUTPUT},
-    "specdec_sim.profiler": {"specdec_sim.costmodel", "specdec_sim.traces", SAFE_OUTPUT},  # traces: acceptance I/O
+    "specdec_sim.policies": {"specdec_sim.costmodel", ACCEPTANCE, SAFE_OUTPUT},
+    "specdec_sim.simulator": {"specdec_sim.costmodel", ACCEPTANCE, "specdec_sim.policies", "specdec_sim.traces",
+                              SAFE_OUTPUT},
+    "specdec_sim.profiler": {"specdec_sim.costmodel", ACCEPTANCE, "specdec_sim.traces", SAFE_OUTPUT},
     SAFE_OUTPUT: set(),  # standard library only
     "specdec_sim": set(),  # the API module imports lazily, by name
 }
@@ -82,8 +86,26 @@ def test_engine_never_imports_sweeps_and_policies_never_import_the_simulator():
         targets = imports_of(path)
         if module.startswith("specdec_sim.simulator") and not module.startswith(sweep):
             assert not [t for t in targets if t.startswith(sweep)], f"{module} imports the sweep package"
-        if module.startswith(("specdec_sim.policies", "specdec_sim.costmodel", "specdec_sim.traces")):
+        if module.startswith(("specdec_sim.policies", "specdec_sim.costmodel", "specdec_sim.traces", ACCEPTANCE)):
             assert not [t for t in targets if t.startswith("specdec_sim.simulator")], module
+
+
+def test_acceptance_reads_of_traces_only_the_record_model_and_traces_never_read_acceptance():
+    for module, path in MODULES.items():
+        targets = {t for t in imports_of(path) if t != "specdec_sim"}
+        if module.startswith(ACCEPTANCE):
+            of_traces = {t for t in targets if owner(t) == "specdec_sim.traces"}
+            assert of_traces <= {"specdec_sim.traces.model", "specdec_sim.traces.model.Trace"}, (module, of_traces)
+        if module.startswith("specdec_sim.traces"):
+            assert not [t for t in targets if t.startswith(ACCEPTANCE)], module
+
+
+def test_acceptance_lives_in_one_package():
+    """No acceptance module outside the acceptance package (the torch measurement of spans stays in profiler)."""
+    strays = [m for m in MODULES if "acceptance" in m.rsplit(".", 1)[-1] and not m.startswith(ACCEPTANCE)
+              and m not in ("specdec_sim.profiler.acceptance", "specdec_sim.profiler.acceptance_cli",
+                            "specdec_sim.profiler.acceptance_inputs")]
+    assert strays == []
 
 
 def test_no_import_cycle_between_files():

@@ -19,7 +19,8 @@ from specdec_sim.costmodel.hardware import ARCHITECTURES, GPUS
 from specdec_sim.profiler import build_cli
 from specdec_sim.profiler.build import SERVING_PARAMS, BuildError, build_calibration, make_setting
 from specdec_sim.profiler.published import COLUMNS, PublishedError, read_published
-from specdec_sim.profiler.serving import alpha_from_acceptance_length, expected_tokens, predict
+from specdec_sim.acceptance.rates import alpha_from_acceptance_length, expected_tokens
+from specdec_sim.profiler.serving import predict
 from specdec_sim.profiler.vidur import VIDUR_OPS, fit_allreduce, fit_efficiency, read_vidur_compute
 
 H100 = GPUS["h100-sxm"]

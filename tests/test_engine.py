@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from specdec_sim.simulator.acceptance import accepted_chain, alpha_from_acceptance_length, PRESETS
+from specdec_sim.acceptance.draws import accepted_chain
+from specdec_sim.acceptance.rates import alpha_from_acceptance_length, PRESETS
 from specdec_sim.simulator.config import ConfigError, SimConfig
 from specdec_sim.costmodel import CostModel, StepShape, load_calibration
-from specdec_sim.policies.goodput import expected_tokens
+from specdec_sim.acceptance.rates import expected_tokens
 from specdec_sim.simulator.engine import run_simulation
 from specdec_sim.simulator.metrics import LogHistogram
 from specdec_sim.traces import Trace, synthetic_trace
@@ -229,7 +230,7 @@ def test_invariants_hold_on_random_workloads(n, seed, k, kv_blocks, chunked, max
 
 
 def test_tree_style_accepts_as_the_tree_model_expects_and_drafts_in_one_pass():
-    from specdec_sim.policies.tree import expected_accepted_tree
+    from specdec_sim.acceptance.tree import expected_accepted_tree
 
     trace = make_trace([0, 0, 0], [64] * 3, [3000] * 3)
     config = SimConfig(style="tree", acceptance=0.6, acceptance_spread=0)

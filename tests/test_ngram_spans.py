@@ -1,4 +1,4 @@
-"""N-gram prompt-lookup spans (profiler/ngram_spans.py): vLLM's proposals, hand-computed spans, properties."""
+"""N-gram prompt-lookup spans (acceptance/ngram_spans.py): vLLM's proposals, hand-computed spans, properties."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from specdec_sim.profiler.ngram_spans import NgramSettings, matched_fraction, ngram_spans, propose
+from specdec_sim.acceptance.ngram_spans import NgramSettings, matched_fraction, ngram_spans, propose
 
 
 def _propose(context, lo, hi, k):

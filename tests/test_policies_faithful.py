@@ -15,7 +15,7 @@ import pytest
 from conftest import FakeRequest, assert_one_line_error, fake_batch, fake_outcome
 from specdec_sim.costmodel import CostModel, load_calibration, step_shape
 from specdec_sim.policies import PolicySpecError, make_policy
-from specdec_sim.policies.goodput import expected_tokens
+from specdec_sim.acceptance.rates import expected_tokens
 from specdec_sim.policies.smartspec import SmartSpec
 from specdec_sim.policies.turbospec import TurboSpec
 

@@ -15,9 +15,9 @@ from specdec_sim.policies.base import DecodeBatch, StepOutcome
 from specdec_sim.policies.build_table import build_k_table, main as build_table_main
 from specdec_sim.policies.goodput import batch_shape, best_uniform_k, goodput_of_ks, scan_uniform_k, step_tokens
 from specdec_sim.policies.greedy import GoodputGreedy, allocate_greedy
-from specdec_sim.policies.tree import expected_accepted_tree, sample_accepted_tree
+from specdec_sim.acceptance.tree import expected_accepted_tree, sample_accepted_tree
 from specdec_sim.costmodel import CostModel, load_calibration
-from specdec_sim.policies.goodput import expected_tokens
+from specdec_sim.acceptance.rates import expected_tokens
 
 COST = CostModel(load_calibration("turbospec-llama3-8b-eagle-h100"))
 

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 
 from specdec_sim.profiler import acceptance_cli as cli
 from specdec_sim.profiler.acceptance import spans_from_hits
-from specdec_sim.profiler.ngram_spans import NgramSettings, ngram_spans
+from specdec_sim.acceptance.ngram_spans import NgramSettings, ngram_spans
 from specdec_sim.safe_output import Terminated
-from specdec_sim.traces.acceptance import load_acceptance_trace
+from specdec_sim.acceptance.records import load_acceptance_trace
 
 
 def write_prompts(path, rows):

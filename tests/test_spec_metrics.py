@@ -5,7 +5,7 @@ import pytest
 
 from specdec_sim.simulator.config import SimConfig
 from specdec_sim.simulator.engine import run_simulation
-from specdec_sim.simulator.spec_metrics import SPEC_DECODE_KEYS, PositionCounts, merge, spec_decode_summary
+from specdec_sim.acceptance.spec_metrics import SPEC_DECODE_KEYS, PositionCounts, merge, spec_decode_summary
 from specdec_sim.traces import synthetic_trace
 
 

@@ -18,13 +18,13 @@ from hypothesis import strategies as st
 from specdec_sim.costmodel import PrefillTerms
 from specdec_sim.costmodel.shape import level_counts_of, shape_from_levels, step_shape
 from specdec_sim.policies.base import FixedK
-from specdec_sim.simulator.acceptance import AcceptanceDrawer
+from specdec_sim.acceptance.draws import AcceptanceDrawer
 from specdec_sim.simulator.config import SimConfig
 from specdec_sim.simulator.engine import run_simulation
 from specdec_sim.simulator.kvcache import KVCache
 from specdec_sim.simulator.request import Request
 from specdec_sim.simulator.scheduler import Scheduler, StepResult
-from specdec_sim.simulator.spec_metrics import PositionCounts
+from specdec_sim.acceptance.spec_metrics import PositionCounts
 from specdec_sim.traces import synthetic_trace
 
 KS = st.lists(st.integers(0, 8), max_size=12)

@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 def check_plan(plan: Plan) -> None:
     """Fail fast, with one line, on policies, traces and calibrations that cannot work."""
     from specdec_sim.policies import make_policy
-    from specdec_sim.simulator.acceptance import resolve_mean_alpha
+    from specdec_sim.acceptance.rates import resolve_mean_alpha
     from specdec_sim.costmodel import load_calibration
 
     plan.spec.validate()

@@ -1,11 +1,11 @@
-"""Fitting an acceptance profile (traces/acceptance_profile.py describes the model) from acceptance records.
+"""Fitting an acceptance profile (acceptance/profile.py describes the model) from acceptance records.
 
 Pure numpy. Per request: the run starts of an unlimited-proposal replay (`fresh_visits`), their
 match chain, the position counts of their spans, the lengths of runs past the measurement cap;
 pooled (requests weighing alike): the position shape, the continuation laws, the lead hazard (per
-length stratum too) and the first match's offsets (traces/acceptance_lead.py); each request's
-position-rate shift by mean-span matching (traces/acceptance_shift.py); the long-run excess by a
-random-effects fit, and the copies to the end of the output (traces/acceptance_copies.py).
+length stratum too) and the first match's offsets (acceptance/lead.py); each request's
+position-rate shift by mean-span matching (acceptance/shift.py); the long-run excess by a
+random-effects fit, and the copies to the end of the output (acceptance/copies.py).
 `fit_profile` turns them into the stored quantiles, strata and correlations; `fit_summary` into
 the numbers a reader checks a fit by.
 """
@@ -18,46 +18,15 @@ from typing import Sequence
 
 import numpy as np
 
-from specdec_sim.traces.acceptance_profile import (CONTINUATION_BUCKETS, LEVELS, MAX_CONTINUATION, MAX_CUT,
-                                                   MAX_POSITION, MAX_STRATA, MIN_CAPPED, MIN_STRATUM, PARAMS,
-                                                   PRIOR_TRANSITIONS, AcceptanceProfile, ProfileError, _logit,
-                                                   bucket_name, log_excess)
-from specdec_sim.traces.acceptance_copies import (fit_end_copy, is_end_copy, long_runs, member_end_copy,
-                                                  stratum_end_copy)
-from specdec_sim.traces.acceptance_lead import first_match_index, first_offsets, lead_hazard
-from specdec_sim.traces.acceptance_shift import later_match_spans, request_shifts
+from specdec_sim.acceptance.profile import (CONTINUATION_BUCKETS, LEVELS, MAX_CONTINUATION, MAX_CUT, MAX_POSITION,
+                                            MAX_STRATA, MIN_CAPPED, MIN_STRATUM, PARAMS, PRIOR_TRANSITIONS,
+                                            AcceptanceProfile, ProfileError, _logit, bucket_name, log_excess)
+from specdec_sim.acceptance.copies import fit_end_copy, is_end_copy, long_runs, member_end_copy, stratum_end_copy
+from specdec_sim.acceptance.lead import first_match_index, first_offsets, lead_hazard
+from specdec_sim.acceptance.shift import later_match_spans, request_shifts
+from specdec_sim.acceptance.spans import fresh_visits, measurement_cap, per_request_alpha, replay_steps
 
 _NORMAL = NormalDist()
-
-
-def measurement_cap(spans: Sequence[np.ndarray]) -> int | None:
-    """The longest proposal of the measurement, if the spans pile up there: the largest span value
-    when it is more frequent than the value below it (n-gram data here: 21, from 20 drafts), else None."""
-    top = max(int(np.max(s)) for s in spans if len(s))
-    if top < 3:
-        return None
-    counts = [sum(int(np.sum(s == v)) for s in spans) for v in (top, top - 1)]
-    return top if counts[0] > counts[1] else None
-
-
-def fresh_visits(spans: np.ndarray, cap: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Spans at the run starts an unlimited-proposal replay visits, and which of them are censored.
-
-    The replay visits i = 0, then i + spans[i]. A span equal to the measurement's cap was cut by
-    the measurement, not by a rejection: it is censored, and the visit it leads to lies inside the
-    same run (its continuation is what `_continuation_hist` measures), so it is skipped. The last
-    run start is censored when it reaches the end of the output."""
-    n = len(spans)
-    starts, censored, i, inside = [], [], 0, False
-    while i < n - 1:
-        s = int(spans[i])
-        capped = cap is not None and s >= cap
-        if not inside:
-            starts.append(s)
-            censored.append(capped or s >= n - 1 - i)
-        inside = capped
-        i += s
-    return np.array(starts, dtype=np.int64), np.array(censored, dtype=bool)
 
 
 def _shape_counts(visits: np.ndarray, censored: np.ndarray, cap: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -79,7 +48,7 @@ def _shape_counts(visits: np.ndarray, censored: np.ndarray, cap: int | None = No
 def _continuation_hist(spans: np.ndarray, cap: int | None = None, max_d: int = MAX_CUT) -> np.ndarray:
     """Per remaining-run bucket and distance d, histogram of X = S[i+d] - (S[i] - d) over pairs inside runs (r = S[i] - d >= 1),
     X clipped to +-MAX_CONTINUATION; shape (buckets, MAX_CUT, 2 * MAX_CONTINUATION + 1). Pairs starting at a capped
-    span are left out: long runs past the cap are modelled by their length (`acceptance_copies.long_runs`), not by X."""
+    span are left out: long runs past the cap are modelled by their length (`copies.long_runs`), not by X."""
     hist = np.zeros((len(CONTINUATION_BUCKETS), max_d, 2 * MAX_CONTINUATION + 1))
     n = len(spans)
     for d in range(1, max_d + 1):
@@ -107,11 +76,6 @@ def _transitions(visits: np.ndarray) -> np.ndarray:
 def _normal_scores(values: np.ndarray) -> np.ndarray:
     ranks = np.argsort(np.argsort(values, kind="stable"), kind="stable")
     return np.array([_NORMAL.inv_cdf((r + 0.5) / len(values)) for r in ranks])
-
-
-def per_request_alpha(visits: np.ndarray) -> float:
-    """Geometric MLE of a request's per-token rate from its fresh spans: 1 - 1/mean."""
-    return 1.0 - 1.0 / float(np.mean(visits)) if len(visits) else 0.0
 
 
 def _beta_fit(values: np.ndarray) -> dict:
@@ -146,7 +110,7 @@ class RequestFit:
     lead_hazard: list | None = None
     first_offsets: dict | None = None
     firsts: list | None = None  # per request: index of its first matching fresh visit
-    long_runs: list | None = None  # per request: acceptance_copies.long_runs (room, tail, length) per long run
+    long_runs: list | None = None  # per request: copies.long_runs (room, tail, length) per long run
 
 
 def fit_requests(records: Sequence, name: str = "profile") -> RequestFit:
@@ -176,7 +140,7 @@ def fit_requests(records: Sequence, name: str = "profile") -> RequestFit:
     first_match = _request_mean([float(v[0] >= 2) for v, _, _, _ in usable], 0.5)
     first_long = [bool(m0 < len(v) and cap is not None and v[m0] >= cap) for (v, _, _, _), m0 in zip(usable, firsts)]
     runs = [long_runs(s, cap) for _, _, s, _ in usable]
-    # the length law is fitted on the long runs that are not copies to the end (acceptance_copies.py)
+    # the length law is fitted on the long runs that are not copies to the end (acceptance/copies.py)
     excess = [[log_excess(length, cap) if not is_end_copy(tail) else None for _, tail, length in rs]
               for rs in runs]
     later_excess = [[x for x in (xs[1:] if fl else xs) if x is not None]  # the first match has its offsets
@@ -325,7 +289,6 @@ def _bucket_mean(rows: list[np.ndarray]) -> np.ndarray:
 
 def fit_summary(records: Sequence, usable: list, first_match: float) -> dict:
     """The numbers a reader checks a fit by: sizes, replayed acceptance lengths, per-request spread, matches."""
-    from specdec_sim.traces.acceptance import replay_steps
 
     outputs = np.array([int(r.output_tokens) for r in records])
     alphas = np.array([per_request_alpha(v) for v, _, _, _ in usable])
@@ -357,5 +320,4 @@ def fit_summary(records: Sequence, usable: list, first_match: float) -> dict:
     }
 
 
-__all__ = ["RequestFit", "fit_profile", "fit_requests", "fit_summary", "fresh_visits", "length_strata",
-           "measurement_cap", "per_request_alpha"]
+__all__ = ["RequestFit", "fit_profile", "fit_requests", "fit_summary", "length_strata"]

@@ -1,6 +1,6 @@
 """A request's first match: the lead before it (a hazard per fresh visit) and its offsets against later matches.
 
-Pure numpy, used by `traces/acceptance_fit.py`. `usable` holds one (fresh visits, censored, spans,
+Pure numpy, used by `acceptance/fit.py`. `usable` holds one (fresh visits, censored, spans,
 output tokens) tuple per request and `firsts` the index of each request's first matching fresh
 visit (`first_match_index`); `lead_hazard` pools the lead's hazard over requests, `first_offsets`
 fits the first match's own P(long), long-run excess and position-rate shift against the request's
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from specdec_sim.traces.acceptance_profile import MAX_LEAD, _sigmoid
-from specdec_sim.traces.acceptance_shift import first_shift_offset, solve_increasing
+from specdec_sim.acceptance.profile import MAX_LEAD, _sigmoid
+from specdec_sim.acceptance.shift import first_shift_offset, solve_increasing
 
 
 def first_match_index(visits: np.ndarray) -> int:

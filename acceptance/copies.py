@@ -31,7 +31,7 @@ PRIOR_END_RUNS = 2.0
 def long_runs(spans: np.ndarray, cap: int | None) -> list[tuple[int, int, int]]:
     """Per long run (a fresh run start at the cap), as an unlimited-proposal replay emits it: (output tokens left
     where it starts, output tokens left after it, its length). A visit a capped span leads to is inside the same
-    run, and its span, capped or not, continues it (acceptance_fit.fresh_visits reads runs the same way). Reading
+    run, and its span, capped or not, continues it (acceptance.spans.fresh_visits reads runs the same way). Reading
     the length off the stretch of capped spans plus the span after it instead stops at the first re-lookup that
     finds a shorter n-gram match (InstructCoder n-gram: mean long run 52 tokens this way, 42 that way)."""
     if cap is None:

@@ -1,7 +1,7 @@
 """A request's position-rate shift, fitted so its runs are as long as the data's: mean-span matching.
 
 Given a match below the measurement cap, draft position j survives with rate sigmoid(h_j + shift)
-(traces/acceptance_profile.py). What serving cost depends on is how many tokens a run yields, so a
+(acceptance/profile.py). What serving cost depends on is how many tokens a run yields, so a
 request's shift is solved so that the model's mean span equals the mean of the request's own match
 spans (uncensored, below the cap, after its first match), shrunk toward the requests' mean by
 PRIOR_SPAN_VISITS pseudo-visits. A maximum-likelihood shift over the per-position trials instead
@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from specdec_sim.traces.acceptance_profile import PRIOR_SPAN_VISITS, _sigmoid
+from specdec_sim.acceptance.profile import PRIOR_SPAN_VISITS, _sigmoid
 
 MAX_SPAN_UNCAPPED = 256  # spans a model without a measurement cap is summed to (the survival is ~0 long before)
 

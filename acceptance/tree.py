@@ -102,5 +102,23 @@ def sample_accepted_tree(alpha: float, num_nodes: int, rng: random.Random,
         accepted += 1
 
 
+@lru_cache(maxsize=4096)
+def _chain_depth_cached(alpha: float, nodes: int) -> int:
+    tree = build_tree(alpha, nodes)
+    on_chain, depth = {-1}, 0
+    for i, (parent, rank) in enumerate(zip(tree.parents, tree.ranks)):
+        if rank == 1 and parent in on_chain:
+            on_chain.add(i)
+            depth += 1
+    return depth
+
+
+def chain_depth(alpha: float, nodes: int) -> int:
+    """Depth of the rank-1 (best) path in the best-first tree of `nodes` nodes (`build_tree`)."""
+    if nodes <= 0:
+        return 0
+    return _chain_depth_cached(round(min(max(alpha, 0.0), 0.999), 3), nodes)
+
+
 __all__ = ["SIBLING_DECAY", "DraftTree", "build_tree", "tree_node_gains", "expected_accepted_tree",
-           "sample_accepted_tree", "rank_probability"]
+           "sample_accepted_tree", "rank_probability", "chain_depth"]

@@ -5,12 +5,12 @@ names (a request-trace column; several requests may replay one record), else rec
 to requests by a seeded draw (shuffled rounds, so every record is used as evenly as the request
 count allows). A request longer than its record continues from the record's start (spans wrap).
 `--acceptance-profile NAME|PATH`: each request gets its own `RunProcess` from the profile's
-seeded sampler, drawn in the stratum of its output length (traces/acceptance_sampler.py). An
+seeded sampler, drawn in the stratum of its output length (acceptance/sampler.py). An
 acceptance trace given as the request trace itself (`--trace spans.jsonl.gz`, lengths from its
 records, simulator/traffic.py) replays itself unless another acceptance option is given.
 
 The drawing itself (a step using spans[i] with proposal k accepts min(spans[i] - 1, k)) lives
-in `AcceptanceDrawer` (simulator/acceptance.py); this module only decides who gets what. Each
+in `AcceptanceDrawer` (acceptance/draws.py); this module only decides who gets what. Each
 request's `alpha` is the per-token rate 1 - 1 / mean fresh span (the fit's definition), which
 only the oracle policy reads.
 """
@@ -19,14 +19,16 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from specdec_sim.traces.acceptance import (AcceptanceRecord, AcceptanceTraceError, is_acceptance_trace,
-                                           load_acceptance_trace)
-from specdec_sim.traces.acceptance_fit import fresh_visits, measurement_cap, per_request_alpha
-from specdec_sim.traces.acceptance_profile import load_profile
-from specdec_sim.traces.acceptance_sampler import ProfileSampler, RunProcess
+from specdec_sim.acceptance.records import (AcceptanceRecord, AcceptanceTraceError, is_acceptance_trace,
+                                            load_acceptance_trace)
+from specdec_sim.acceptance.spans import fresh_visits, measurement_cap, per_request_alpha
+
+if TYPE_CHECKING:  # the profile model is imported only by runs that use one
+    from specdec_sim.acceptance.sampler import ProfileSampler, RunProcess
 
 ASSIGN_STREAM = 0xACCE  # seed stream of the record draw (independent of the per-request alpha draws)
 PROFILE_STREAM = 0xB0F1
@@ -110,6 +112,9 @@ def build_measured(config, trace, seed: int) -> MeasuredAcceptance | None:
         ids = getattr(trace, "acceptance_id", None)
         return MeasuredAcceptance(replay=replay, acceptance_ids=ids, seed=seed, source=str(path))
     if config.acceptance_profile:
+        from specdec_sim.acceptance.profile import load_profile
+        from specdec_sim.acceptance.sampler import ProfileSampler
+
         profile = load_profile(config.acceptance_profile)
         return MeasuredAcceptance(sampler=ProfileSampler(profile, [seed, PROFILE_STREAM]), seed=seed,
                                   source=profile.name)

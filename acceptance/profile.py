@@ -29,7 +29,7 @@ replay visits (the last one is censored when it reaches the end of the output):
 * **acceptance given a match**: draft position j >= 1 (0-based) survives, given the earlier ones
   did, with conditional rate sigmoid(logit h_j + shift_r): a pooled position shape h_j and a
   per-request logit shift solved so the request's mean span equals its own (mean-span matching,
-  PRIOR_SPAN_VISITS pseudo-visits at the requests' mean; traces/acceptance_shift.py). Positions
+  PRIOR_SPAN_VISITS pseudo-visits at the requests' mean; acceptance/shift.py). Positions
   beyond MAX_POSITION reuse the last rate.
 * **long runs** (data with a measurement cap, `measurement_cap`: the n-gram files' longest
   proposal was 20 drafts, so spans pile up at 21): with per-request probability `long_r` a match
@@ -41,12 +41,12 @@ replay visits (the last one is censored when it reaches the end of the output):
   (request location = best linear predictor, residual = within-request scatter): within- and
   between-request spreads are alike in the data, so a request's long runs are not all one length.
   A long run that copies to the end of the output (code edits copy the rest of the file) is its
-  own regime, by the output left where it starts (`end_copy`; traces/acceptance_copies.py); the
+  own regime, by the output left where it starts (`end_copy`; acceptance/copies.py); the
   others are drawn to end before the output does.
 
 Across requests, PARAMS = (logit p01, logit p11, shift, excess_loc, logit long) are stored as 41
 quantiles each per output-length STRATUM, plus the correlation of their within-stratum normal
-scores (a Gaussian copula): `ProfileSampler` (traces/acceptance_sampler.py) gives each simulated
+scores (a Gaussian copula): `ProfileSampler` (acceptance/sampler.py) gives each simulated
 request its own parameters, drawn in the stratum of its output length. Strata: requests that
 share the largest length (>= 3 of them: outputs cut at max_tokens, in this data repetition loops,
 which accept very differently) form the top stratum, which stores its requests' fitted parameter
@@ -57,7 +57,7 @@ in shuffled rounds, as replay deals records. Long requests carry most tokens, so
 matters: on InstructCoder five 8,192-token outputs are 31 % of all tokens. Every statistic
 weighs REQUESTS equally, not tokens, so one 8,192-token repetition loop (ShareGPT n-gram) is one
 request among 310, not 3.6 % of the pooled tokens. Only these derived statistics are stored
-(JSON), never a request's spans. Fitting: traces/acceptance_fit.py.
+(JSON), never a request's spans. Fitting: acceptance/fit.py.
 
 The per-request per-token rate alpha_r = 1 - 1 / mean(fresh spans) (the geometric MLE) is reported
 in the summary with its quantiles and a moment-fitted Beta and its Kolmogorov-Smirnov distance,
@@ -85,10 +85,10 @@ MIN_STRATUM = 20  # requests per length stratum (the capped-length stratum needs
 MIN_CAPPED = 3
 MAX_STRATA = 6  # equal-count length strata below the capped length
 PRIOR_TRANSITIONS = 2.0  # pseudo-transitions pulling a request's chain toward the pooled one
-PRIOR_SPAN_VISITS = 0.25  # pseudo-visits at the requests' mean span pulling a request's shift (acceptance_shift.py)
+PRIOR_SPAN_VISITS = 0.25  # pseudo-visits at the requests' mean span pulling a request's shift (acceptance/shift.py)
 PRIOR_EXCESS_RUNS = 0.25  # pseudo-runs pulling a request's long-run length to the mean (small: one loop is real)
-PRESET_PACKAGE = "specdec_sim.traces.data"
-PRESET_DIR = "acceptance_profiles"
+PRESET_PACKAGE = "specdec_sim.acceptance"
+PRESET_DIR = "profiles"
 
 
 class ProfileError(ValueError):
@@ -161,7 +161,7 @@ def save_profile(profile: AcceptanceProfile, path: str | os.PathLike) -> Path:
 
 
 def available_profiles() -> list[str]:
-    """Names of the shipped profiles (traces/data/acceptance_profiles/*.json)."""
+    """Names of the shipped profiles (acceptance/profiles/*.json)."""
     folder = resources.files(PRESET_PACKAGE) / PRESET_DIR
     try:
         return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".json"))

@@ -3,7 +3,7 @@
 `ProfileSampler.draw(output_tokens)` picks the request's parameters in the stratum of its output
 length (a Gaussian copula over the stratum's quantiles, or one whole member of a small stratum);
 `RunProcess.current_span` gives the span of the step about to run and `advance` moves the run by
-the tokens the step emitted (traces/acceptance_profile.py describes the model).
+the tokens the step emitted (acceptance/profile.py describes the model).
 """
 from __future__ import annotations
 
@@ -15,10 +15,9 @@ from statistics import NormalDist
 
 import numpy as np
 
-from specdec_sim.traces.acceptance_copies import room_bin
-from specdec_sim.traces.acceptance_profile import (LEVELS, MAX_CONTINUATION, PARAMS,
-                                                   AcceptanceProfile, _logit, _sigmoid, continuation_key,
-                                                   continuation_keys, log_excess)
+from specdec_sim.acceptance.copies import room_bin
+from specdec_sim.acceptance.profile import (LEVELS, MAX_CONTINUATION, PARAMS, AcceptanceProfile, _logit, _sigmoid,
+                                            continuation_key, continuation_keys, log_excess)
 
 _NORMAL = NormalDist()
 

@@ -64,20 +64,6 @@ class AcceptanceRecord:
         return out
 
 
-def replay_steps(spans: Sequence[int], k: int, output_tokens: int | None = None) -> list[int]:
-    """Tokens emitted by each decode step of a fixed proposal length k (the hand replay; prefill excluded).
-
-    The prefill emits token 0; while tokens are left, the step whose last input token is output
-    token i = generated - 1 emits min(spans[i], k + 1, tokens left)."""
-    n = len(spans) if output_tokens is None else int(output_tokens)
-    generated, steps = 1, []
-    while generated < n:
-        e = min(int(spans[generated - 1]), k + 1, n - generated)
-        steps.append(e)
-        generated += e
-    return steps
-
-
 def span_fields(record: dict) -> list[str]:
     """The span-list fields of a JSON record: `spans` and every `<proposer>_spans`."""
     return [key for key in record if key == "spans" or key.endswith("_spans")]

@@ -1,4 +1,4 @@
-"""`fit-acceptance`: fit an acceptance profile (traces/acceptance_profile.py) from an acceptance trace.
+"""`fit-acceptance`: fit an acceptance profile (acceptance/profile.py) from an acceptance trace.
 
     fit-acceptance spans.jsonl.gz --out my-profile.json
     fit-acceptance spans.parquet --spans-field ngram_spans --name code-ngram --out code-ngram.json
@@ -13,9 +13,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from specdec_sim.traces.acceptance import AcceptanceTraceError, load_acceptance_trace
-from specdec_sim.traces.acceptance_fit import fit_profile
-from specdec_sim.traces.acceptance_profile import ProfileError, save_profile
+from specdec_sim.acceptance.records import AcceptanceTraceError, load_acceptance_trace
+from specdec_sim.acceptance.fit import fit_profile
+from specdec_sim.acceptance.profile import ProfileError, save_profile
 
 
 class _Parser(argparse.ArgumentParser):
