@@ -14,18 +14,14 @@ import sys
 from pathlib import Path
 
 from specdec_sim.acceptance.records import AcceptanceTraceError, load_acceptance_trace
+from specdec_sim.cli_support import OneLineParser, fail
 from specdec_sim.acceptance.fit import fit_profile
 from specdec_sim.acceptance.profile import ProfileError, save_profile
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="fit-acceptance", description=__doc__.split("\n")[0],
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog="fit-acceptance", description=__doc__.split("\n")[0],
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("trace", type=Path, help="acceptance trace (JSONL, JSONL.gz or Parquet; "
                                                  "docs/acceptance-traces.md)")
     parser.add_argument("--spans-field", default="spans", help="which span list to fit (default: spans)")
@@ -62,11 +58,9 @@ def main(argv: list[str] | None = None) -> int:
                                "fitted_by": "fit-acceptance"})
         save_profile(profile, args.out)
     except (AcceptanceTraceError, ProfileError) as exc:
-        print(f"fit-acceptance: error: {exc}", file=sys.stderr)
-        return 2
+        return fail("fit-acceptance", exc)
     except OSError as exc:
-        print(f"fit-acceptance: error: --out {args.out}: cannot write there ({exc.strerror or exc})", file=sys.stderr)
-        return 2
+        return fail("fit-acceptance", f"--out {args.out}: cannot write there ({exc.strerror or exc})")
     print("\n".join(summary_lines(profile)))
     print(f"wrote {args.out}")
     return 0

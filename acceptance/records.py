@@ -99,7 +99,7 @@ def _span_array(values, name: str, where: str, output_tokens: int) -> np.ndarray
 
 
 def check_record_id(record: object, where: str, error: type[Exception]) -> None:
-    """A JSON line of records (acceptance traces, profile-acceptance's prompts) is an object with an 'id' that
+    """A JSON line of records (acceptance traces, measure-acceptance's prompts) is an object with an 'id' that
     is a string or an integer; otherwise `error` names the line."""
     if not isinstance(record, dict):
         raise error(f"{where}: expected a JSON object, got {type(record).__name__}")

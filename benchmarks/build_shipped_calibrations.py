@@ -4,7 +4,7 @@
 
 Fits the GPU efficiencies to Vidur's kernel tables once (written, as derived numbers with their
 attribution, to profiler/data/vidur_efficiencies.json, which `build-calibration` uses when it is given
-no --vidur), then calls the builder (profiler/build.py) for every shipped setting with the bundled
+no --vidur), then calls the builder (profiler/roofline_build.py) for every shipped setting with the bundled
 published measurements, prints each one's error table and writes it atomically. The exact command
 is recorded in every file's provenance. The TurboSpec authors' fits (`turbospec-*`) keep their
 coefficients; only their `fit_error` is (re)computed against the same published sets, as checks
@@ -20,9 +20,9 @@ from pathlib import Path
 
 from specdec_sim.costmodel import CALIBRATION_DIR, load_calibration, save_calibration
 from specdec_sim.safe_output import write_text_atomic
-from specdec_sim.profiler.build import BuildError, build_calibration
-from specdec_sim.profiler.efficiency import BUNDLED_EFFICIENCIES, efficiency_table
-from specdec_sim.profiler.build_cli import error_table, terms_summary
+from specdec_sim.profiler.roofline_build import BuildError, build_calibration
+from specdec_sim.profiler.roofline_efficiency import BUNDLED_EFFICIENCIES, efficiency_table
+from specdec_sim.profiler.roofline_cli import error_table, terms_summary
 from specdec_sim.profiler.vidur import VidurError
 
 # name -> (target, proposer, gpu, tp)
@@ -50,7 +50,7 @@ REFERENCES = {
 def annotate_references(out_dir: Path) -> None:
     """Write each reference fit's error against the bundled published sets into its fit_error (role: check)."""
     from specdec_sim.profiler.published import group_sets, read_published, select
-    from specdec_sim.profiler.serving import set_error
+    from specdec_sim.profiler.roofline_serving import set_error
 
     measures = read_published()
     for name, (target, proposer, gpu, tp) in REFERENCES.items():

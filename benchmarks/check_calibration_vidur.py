@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from specdec_sim.profiler.fit import Samples, fit_forward, predict_ms
+from specdec_sim.profiler.measure_fit import Samples, fit_forward, predict_ms
 from specdec_sim.costmodel import load_calibration
 
 DATA = Path(__file__).resolve().parents[1] / "profiles" / "vidur" / "linear_ops_per_layer.csv"

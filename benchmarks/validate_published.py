@@ -22,105 +22,27 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from specdec_sim.costmodel import (Calibration, CalibrationError, CostModel, available_calibrations, load_calibration,
-                                   prefill_terms, step_shape)
-from specdec_sim.policies.build_table import build_k_table
-from specdec_sim.acceptance.rates import expected_tokens
+from specdec_sim.cli_support import OneLineParser
+from specdec_sim.costmodel import Calibration, CalibrationError, CostModel, step_shape
 from specdec_sim.acceptance.rates import alpha_from_acceptance_length
-from specdec_sim.simulator.config import SimConfig
-from specdec_sim.simulator.engine import build_cost_model, run_simulation
-from specdec_sim.traces import Trace
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # the sibling module, also when this file is imported from elsewhere (tests)
     sys.path.insert(0, str(HERE))
 from published_points import ValidationError, load_points, point  # noqa: E402
+from validate_load import (best_k_table, crossover_batch, published_best_k, published_k_values,  # noqa: E402,F401
+                           seventy_b_fixed_vs_none)
 from validation_report import Check, Report, Row, print_report, write_outputs  # noqa: E402
-
-# role -> (calibration names in order of preference, drafting style the engine runs it with)
-ROLES: dict[str, tuple[tuple[str, ...], str]] = {
-    "8b-eagle": (("llama3.1-8b-eagle-h100", "turbospec-llama3-8b-eagle-h100"), "draft"),
-    "8b-eagle3": (("llama3.1-8b-eagle3-h100", "turbospec-llama3-8b-eagle-h100"), "draft"),
-    "8b-ngram": (("llama3.1-8b-ngram-h100", "turbospec-llama3-8b-eagle-h100"), "ngram"),
-    "70b-ngram": (("llama3-70b-tp4-ngram-h100", "turbospec-llama3-70b-tp4-ngram-h100"), "ngram"),
-    "70b-eagle": (("llama3-70b-tp4-eagle-h100",), "draft"),
-    "70b-draft": (("llama3-70b-tp4-draft1b-h100",), "draft"),
-}
-KS = range(2, 8)  # #20780 measured k = 2..7
-MT_BENCH_PROMPT_TOKENS = 128  # assumed: MT-Bench single-turn prompt with the chat template (not published)
-MT_BENCH_OUTPUT_TOKENS = 256  # assumed: vLLM's default output length for the MT-Bench runs (not published)
-MT_BENCH_CONTEXT_TOKENS = MT_BENCH_PROMPT_TOKENS + MT_BENCH_OUTPUT_TOKENS // 2  # a decode step's mean context: 256
-FIG4_BATCHES = (1, 64, 128, 512)
-KTABLE_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
-TPOT_MAE_PCT, SHARE_PP = 5.0, 5.0  # done-when tolerances (issue 9)
-
-
-@dataclass(frozen=True)
-class Options:
-    fig4_context_tokens: int = 1024  # per request in Fig.4 (its dataset is not stated; the builder fits at 1024)
-    # per request in the k-table: PR #32374's author is #20780's, whose benchmark is MT-Bench (section 1's context)
-    ktable_context_tokens: int = MT_BENCH_CONTEXT_TOKENS
-    load_context_tokens: int = 1024  # per request in the 70B comparison
-    sim_requests: int = 100  # batch-1 simulated requests per k (section 1b)
-    overrides: dict = field(default_factory=dict)  # role -> NAME|PATH
-    seed: int = 0
-
-
-# ---- calibrations ------------------------------------------------------------------------------
-
-def resolve_calibrations(overrides: dict) -> dict[str, Calibration | None]:
-    """Role -> the calibration it uses (an override, else the first shipped name), None when none is shipped."""
-    unknown = sorted(set(overrides) - set(ROLES))
-    if unknown:
-        raise ValidationError(f"--calibration: unknown role {unknown[0]!r} (roles: {', '.join(ROLES)})")
-    shipped = set(available_calibrations())
-    out: dict[str, Calibration | None] = {}
-    for role, (names, _) in ROLES.items():
-        name = overrides.get(role) or next((n for n in names if n in shipped), None)
-        try:
-            out[role] = load_calibration(name) if name else None
-        except CalibrationError as exc:
-            raise ValidationError(f"--calibration {role}={name}: {exc}") from None
-    return out
-
-
-def engine_cost(cal: Calibration, role: str, drafter: bool = True) -> CostModel:
-    """The cost model the engine would run this calibration with (its n-gram drafting rule included)."""
-    return build_cost_model(SimConfig(calibration=cal.name, style=ROLES[role][1]), cal, drafter=drafter)[0]
-
-
-# ---- the priced quantities -------------------------------------------------------------------
-
-def step_ms(cost: CostModel, batch: int, k: int, context_tokens: int) -> float:
-    """One decode step of `batch` requests of `context_tokens` each, all proposing k."""
-    return cost.step_time_s(step_shape([k] * batch, batch * context_tokens)) * 1000.0
-
-
-def prefill_ms(cost: CostModel, prompt_tokens: int) -> float:
-    """A step that prefills one prompt alone (the time to first token at batch 1)."""
-    return cost.step_time_s(step_shape([], 0, prefill_terms([(prompt_tokens, 0)]))) * 1000.0
-
-
-def simulated_tpot_ms(cal: Calibration, alpha: float, k: int, opts: Options) -> float:
-    """Mean TPOT of requests 1000 s apart (always batch 1) under fixed:k, identical acceptance alpha."""
-    n = opts.sim_requests
-    trace = Trace(request_id=np.arange(n), arrival_s=np.arange(n) * 1000.0,
-                  prompt_tokens=np.full(n, MT_BENCH_PROMPT_TOKENS), output_tokens=np.full(n, MT_BENCH_OUTPUT_TOKENS),
-                  source="validate_published batch-1 trace")
-    config = SimConfig(calibration=cal.name, acceptance=repr(alpha), acceptance_spread=0.0, max_k=max(KS),
-                       record_steps=False)
-    return float(run_simulation(trace, config, f"fixed:{k}", seed=opts.seed, calibration=cal).summary["mean_tpot_ms"])
-
-
-def rel_error(predicted: float, measured: float) -> float:
-    return (predicted / measured - 1.0) * 100.0
-
+from validation_setup import (FIG4_BATCHES, KS, MT_BENCH_CONTEXT_TOKENS, MT_BENCH_OUTPUT_TOKENS,  # noqa: E402
+                              MT_BENCH_PROMPT_TOKENS, ROLES, SHARE_PP, TPOT_MAE_PCT,
+                              Options, engine_cost, prefill_ms, rel_error, resolve_calibrations, simulated_tpot_ms,
+                              step_ms)
 
 # ---- sections ----------------------------------------------------------------------------------
 
@@ -236,90 +158,6 @@ def fig4_shares(points: dict, cals: dict, opts: Options, report: Report) -> None
                                                f"{p} {shares[p]:.1f}/{published[p]:.1f}" for p in shares)))
 
 
-def published_best_k(points: dict, batch: int) -> int | None:
-    if batch <= 16:
-        return int(point(points, "best_k/8b-eagle/B=1-16", "best_k"))
-    if 64 <= batch <= 128:
-        return int(point(points, "best_k/8b-eagle/B=64-128", "best_k"))
-    return int(point(points, "best_k/8b-eagle/B>=256", "best_k")) if batch >= 256 else None
-
-
-def published_k_values(points: dict) -> tuple[int, ...]:
-    """The proposal lengths PR #32374's schedule chooses among (3, 2 and 0): the like-for-like candidate set."""
-    return tuple(sorted({int(value) for (setting, metric), value in points.items()
-                         if setting.startswith("best_k/8b-eagle/") and metric == "best_k"}))
-
-
-def best_k_table(points: dict, cals: dict, opts: Options, report: Report) -> None:
-    """Section 4: build_k_table with the published EAGLE-1 acceptance (AL at k=3, #20780) against PR #32374.
-
-    The PR publishes a schedule over k in {3, 2, 0}; the checked table chooses among the same values. The
-    table over every k in 0..7 is reported beside it: where it picks k = 1 no published measurement exists.
-    """
-    cal = cals["8b-eagle"]
-    if cal is None:
-        return
-    alpha = alpha_from_acceptance_length(point(points, "tpot_vs_k/eagle1/k=3", "acceptance_length"), 3)
-    sizes = [b for b in KTABLE_BATCHES if b <= cal.valid_range.max_batch_size]
-    cost, context, published_ks = engine_cost(cal, "8b-eagle"), opts.ktable_context_tokens, published_k_values(points)
-    table = build_k_table(cost, alpha, context, max(KS), sizes, candidates=published_ks)
-    ks = {b: k for lo, hi, k in table for b in sizes if lo <= b <= hi}
-    free = {b: k for lo, hi, k in build_k_table(cost, alpha, context, max(KS), sizes) for b in sizes if lo <= b <= hi}
-    candidates = ",".join(map(str, published_ks))
-    for b in sizes:
-        want = published_best_k(points, b)
-        report.rows.append(Row("4 best k by batch", f"best_k/8b-eagle/B={b}", cal.name, "best k", ks[b], want, "k",
-                               None if want is None else ks[b] - want, "",
-                               f"alpha {alpha:.3f}, context {context}, k in {{{candidates}}}"))
-    for b in sizes:
-        report.rows.append(Row("4 best k by batch", f"best_k/8b-eagle/B={b}/any-k", cal.name, "best k, k in 0..7",
-                               free[b], None, "k", None, "", "not published: the PR's schedule never uses k = 1"))
-    low = all(ks[b] >= 2 for b in sizes if b <= 16)
-    high = [b for b in sizes if b >= 256]
-    report.checks.append(Check("k-table: k >= 2 up to batch 16", low,
-                               f"{cal.name}: " + ", ".join(f"B={b}: {ks[b]}" for b in sizes if b <= 16)))
-    report.checks.append(Check("k-table: k = 0 from batch 256", bool(high) and all(ks[b] == 0 for b in high),
-                               f"{cal.name}, k in {{{candidates}}}: " + (
-                                   ", ".join(f"B={b}: {ks[b]}" for b in high) or "batch 256 outside valid_range")))
-
-
-def crossover_batch(ratio: Callable[[int], float], max_batch: int) -> int | None:
-    """Smallest batch from which fixed k stays slower than no speculation up to max_batch (None: never)."""
-    cross = None
-    for b in range(max_batch, 0, -1):
-        if ratio(b) >= 1.0:
-            break
-        cross = b
-    return cross
-
-
-def seventy_b_fixed_vs_none(points: dict, cals: dict, opts: Options, report: Report) -> None:
-    """Section 5: tokens/s per step of fixed k=3 over no speculation, batch 1..256, for each 70B calibration."""
-    al = point(points, "tpot_vs_k/eagle1/k=3", "acceptance_length")
-    tokens = expected_tokens(alpha_from_acceptance_length(al, 3), 3)
-    for role in ("70b-ngram", "70b-eagle", "70b-draft"):
-        cal = cals[role]
-        if cal is None:
-            continue
-        spec, plain = engine_cost(cal, role), engine_cost(cal, role, drafter=False)
-        top = min(256, cal.valid_range.max_batch_size)
-
-        def ratio(b: int) -> float:
-            ctx = opts.load_context_tokens
-            return tokens * step_ms(plain, b, 0, ctx) / step_ms(spec, b, 3, ctx)
-
-        for b in (1, 4, 16, 64, 128, 256):
-            if b <= top:
-                report.rows.append(Row("5 70B fixed k=3 / none", f"70b/{role}/B={b}", cal.name,
-                                       "step tok/s ratio k=3/none", ratio(b), None, "x", None, "", f"AL {al:g} at k=3"))
-        cross = crossover_batch(ratio, top)
-        report.rows.append(Row("5 70B fixed k=3 / none", f"70b/{role}", cal.name, "crossover batch", cross, None,
-                               "k", None, "", "k=3 slower from this batch on" if cross else f"never up to batch {top}"))
-        report.checks.append(Check(f"70B {role}: fixed k=3 loses to no speculation at batch {top}", ratio(top) < 1.0,
-                                   f"{cal.name}: ratio {ratio(top):.3f} at batch {top}; "
-                                   + (f"loses from batch {cross}" if cross else "never loses up to batch " + str(top))))
-
-
 def validate(points: dict, opts: Options) -> Report:
     """Every section with the calibrations of `opts.overrides` (else the shipped defaults)."""
     cals = resolve_calibrations(opts.overrides)
@@ -338,17 +176,12 @@ def validate(points: dict, opts: Options) -> Report:
 
 # ---- command line ------------------------------------------------------------------------------
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line instead of usage + message
-        raise ValidationError(f"{message} (see --help)")
-
-
 def _role_help() -> str:
     return "; ".join(f"{role}: {' then '.join(names)}" for role, (names, _) in ROLES.items())
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = _Parser(prog="validate_published.py", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="validate_published.py", error_type=ValidationError, description=__doc__.splitlines()[0])
     p.add_argument("--calibration", action="append", default=[], metavar="ROLE=NAME|PATH",
                    help=f"use this calibration for one role (repeatable). Roles and defaults: {_role_help()}")
     p.add_argument("--context", type=int, metavar="TOKENS",

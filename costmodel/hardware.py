@@ -1,4 +1,4 @@
-"""GPU and model-architecture facts, and the roofline that turns them into forward-pass coefficients.
+"""GPU facts, and the roofline that turns them and a model's shape (costmodel/architectures.py) into coefficients.
 
 A forward pass of a decoder is priced per phase, as a roofline with fitted efficiencies:
 
@@ -17,16 +17,14 @@ A forward pass of a decoder is priced per phase, as a roofline with fitted effic
 
 `roofline_forward(arch, gpu, efficiency, tp)` returns `ForwardCoefficients`, so a roofline-built
 calibration is the same JSON, checked and priced by the same code as a fitted or published one.
-Pure: no I/O. GPU numbers are vendor datasheet figures (dense, without sparsity); architecture
-numbers are the models' `config.json` values (model cards).
+Pure: no I/O. GPU numbers are vendor datasheet figures (dense, without sparsity).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from specdec_sim.costmodel.architectures import BF16_BYTES, Architecture
 from specdec_sim.costmodel.coefficients import ForwardCoefficients
-
-BF16_BYTES = 2
 
 
 @dataclass(frozen=True)
@@ -59,87 +57,6 @@ GPUS: dict[str, GpuSpec] = {g.key: g for g in (
     GpuSpec("a10g", "NVIDIA A10G 24GB", 70.0, 0.6, 24.0, 16.0,
             "NVIDIA A10 datasheet (125 TFLOPS bf16 with sparsity, 600 GB/s GDDR6) scaled to AWS's A10G clocks: "
             "approximate"),
-)}
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """A decoder's shape (config.json). EAGLE heads: one decoder layer whose QKV input may be the
-    concatenation of `qkv_input_mult` hidden vectors, an input `fc` of `fc_in_mult` x hidden -> hidden,
-    and an LM head over `lm_head_vocab` tokens (EAGLE-3's reduced draft vocabulary)."""
-
-    name: str
-    hidden: int
-    intermediate: int
-    layers: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    vocab: int
-    max_position: int
-    tie_embeddings: bool = False
-    qkv_input_mult: int = 1
-    fc_in_mult: int = 0
-    lm_head_vocab: int | None = None
-    source: str = ""
-
-    def layer_linear_params(self) -> int:
-        h, q, kv = self.hidden, self.heads * self.head_dim, self.kv_heads * self.head_dim
-        qkv = self.qkv_input_mult * h * (q + 2 * kv)
-        return qkv + q * h + 3 * h * self.intermediate
-
-    def lm_head_params(self) -> int:
-        return (self.lm_head_vocab or self.vocab) * self.hidden
-
-    def linear_params(self) -> int:
-        """Parameters every token multiplies through: the layers, the input fc (EAGLE) and the LM head."""
-        fc = self.fc_in_mult * self.hidden * self.hidden
-        return self.layers * self.layer_linear_params() + fc + self.lm_head_params()
-
-    def weight_bytes(self, dtype_bytes: int = BF16_BYTES) -> int:
-        """All weights held on the GPUs (embedding included unless tied to the LM head)."""
-        embedding = 0 if self.tie_embeddings else self.vocab * self.hidden
-        return (self.linear_params() + embedding) * dtype_bytes
-
-    def kv_bytes_per_token(self, dtype_bytes: int = BF16_BYTES) -> int:
-        return 2 * self.layers * self.kv_heads * self.head_dim * dtype_bytes
-
-    def attention_flops_per_pair(self) -> int:
-        """FLOPs per (query, key) pair: QK^T and PV, 2 FLOPs per multiply-add, every layer and head."""
-        return 4 * self.layers * self.heads * self.head_dim
-
-
-def _llama(name: str, hidden: int, inter: int, layers: int, heads: int, kv: int, hd: int, vocab: int, pos: int,
-           tie: bool = False, **extra) -> Architecture:
-    return Architecture(name, hidden, inter, layers, heads, kv, hd, vocab, pos, tie,
-                        source=extra.pop("source", f"{name} config.json (model card)"), **extra)
-
-
-ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
-    _llama("llama3.1-8b", 4096, 14336, 32, 32, 8, 128, 128256, 131072),
-    _llama("llama3-8b", 4096, 14336, 32, 32, 8, 128, 128256, 8192),
-    _llama("llama3.1-70b", 8192, 28672, 80, 64, 8, 128, 128256, 131072),
-    _llama("llama3-70b", 8192, 28672, 80, 64, 8, 128, 128256, 8192),
-    _llama("llama3.2-1b", 2048, 8192, 16, 32, 8, 64, 128256, 131072, tie=True),
-    _llama("llama3.2-3b", 3072, 8192, 28, 24, 8, 128, 128256, 131072, tie=True),
-    _llama("llama2-7b", 4096, 11008, 32, 32, 32, 128, 32000, 4096),
-    _llama("llama2-70b", 8192, 28672, 80, 64, 8, 128, 32000, 4096),
-    _llama("vicuna-7b", 4096, 11008, 32, 32, 32, 128, 32000, 4096),
-    _llama("llama-160m", 768, 3072, 12, 12, 12, 64, 32000, 2048),
-    _llama("llama-68m", 768, 3072, 2, 12, 12, 64, 32000, 2048),
-    _llama("codellama-34b", 8192, 22016, 48, 64, 8, 128, 32000, 16384),
-    _llama("qwen2.5-7b", 3584, 18944, 28, 28, 4, 128, 152064, 131072),
-    _llama("qwen2.5-0.5b", 896, 4864, 24, 14, 2, 64, 151936, 32768, tie=True),
-    _llama("mistral-7b", 4096, 14336, 32, 32, 8, 128, 32000, 32768),
-    # EAGLE heads: one decoder layer of the target's width (HF yuhuili/EAGLE-* configs)
-    _llama("eagle-llama3.1-8b", 4096, 14336, 1, 32, 8, 128, 128256, 131072, fc_in_mult=2,
-           source="yuhuili/EAGLE-LLaMA3.1-Instruct-8B: one Llama layer, fc 2h->h, the target's LM head"),
-    _llama("eagle3-llama3.1-8b", 4096, 14336, 1, 32, 8, 128, 128256, 131072, qkv_input_mult=2, fc_in_mult=3,
-           lm_head_vocab=32000,
-           source="yuhuili/EAGLE3-LLaMA3.1-Instruct-8B: one layer on [embedding; hidden] (QKV input 2h), fc 3h->h "
-                  "over three target layers' states, draft vocabulary 32,000"),
-    _llama("eagle-llama3-70b", 8192, 28672, 1, 64, 8, 128, 128256, 8192, fc_in_mult=2,
-           source="yuhuili/EAGLE-LLaMA3-Instruct-70B: one Llama-70B layer, fc 2h->h, the target's LM head"),
 )}
 
 
@@ -214,10 +131,3 @@ def lookup_gpu(key: str) -> GpuSpec:
         return GPUS[key]
     except KeyError:
         raise KeyError(f"unknown GPU {key!r} (known: {', '.join(GPUS)})") from None
-
-
-def lookup_architecture(key: str) -> Architecture:
-    try:
-        return ARCHITECTURES[key]
-    except KeyError:
-        raise KeyError(f"unknown architecture {key!r} (known: {', '.join(ARCHITECTURES)})") from None

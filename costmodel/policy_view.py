@@ -25,7 +25,7 @@ from specdec_sim.costmodel.calibration import Calibration, CalibrationError, che
 from specdec_sim.costmodel.coefficients import DraftCost, ForwardCoefficients
 from specdec_sim.costmodel.lstsq import nonnegative_lstsq
 from specdec_sim.costmodel.model import CostModel, StepTime
-from specdec_sim.costmodel.shape import StepShape, uniform_shape
+from specdec_sim.costmodel.model import StepShape, uniform_shape
 
 SAME = "same"
 FITTED = "fitted"

@@ -19,6 +19,7 @@ from typing import Sequence
 
 import specdec_sim
 from specdec_sim.costmodel import DEFAULT_CALIBRATION, CalibrationError, CostModel, load_calibration
+from specdec_sim.cli_support import OneLineParser, fail
 from specdec_sim.safe_output import write_text_atomic
 
 from specdec_sim.policies.goodput import best_uniform_k
@@ -41,13 +42,8 @@ def build_k_table(cost: CostModel, alpha: float, context_tokens: int, max_k: int
     return rows
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line instead of usage + message
-        raise SystemExit(_fail(f"{message} (see build-k-table --help)"))
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="build-k-table", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="build-k-table", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"build-k-table {specdec_sim.__version__}")
     p.add_argument("--calibration", default=DEFAULT_CALIBRATION, help="shipped calibration name or JSON path "
                    f"(default: {DEFAULT_CALIBRATION})")
@@ -62,8 +58,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _fail(message: str) -> int:
-    print(f"build_table: error: {message}", file=sys.stderr)
-    return 2
+    return fail("build-k-table", message)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

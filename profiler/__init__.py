@@ -1,12 +1,18 @@
-"""Calibrated profiler: time forward passes of a target/draft pair, fit the simulator's cost model.
+"""Calibrated profiler: measure forward passes, build calibrations from rooflines, measure acceptance spans.
 
-Entry points: `profile-gpu` (profiler.cli), `build-calibration` (profiler.build_cli), `profile-acceptance`
-(profiler.acceptance_cli). Modules: models (bundled configs, shapes, construction), timing (KV-cache prefill
-and timed forwards), grid (what to measure), measure (run, resume, OOM), fit (bounded least squares with a
-knee, pure numpy), calibrate (calibration JSON), plots, replay (step log); build (a calibration from the
-roofline of costmodel.hardware with efficiencies fitted to measured sets), efficiency and vidur (GPU
-efficiencies from Vidur's kernel tables), serving, published and profile_points (serving terms fitted to
-published points or a profile-gpu CSV); ngram_spans (vLLM prompt-lookup spans, numpy), acceptance and
-acceptance_inputs (draft-model acceptance spans). Only models, timing, measure, replay and acceptance import
-torch (acceptance lazily); the others do not.
+Modules are named by the pipeline they serve:
+
+* `measure_*` (`profile-gpu`, measure_cli): `measure_grid` (what to measure), `measure_timing` (KV-cache
+  prefill and timed forwards), `measure` (run, resume, OOM), `measure_fit` (bounded least squares with a
+  knee, pure numpy), `measure_calibration` (the calibration JSON), `measure_plots`, `measure_replay` (a
+  simulator step log executed on the models);
+* `roofline_*` (`build-calibration`, roofline_cli): `roofline_build` (a calibration from the roofline of
+  costmodel.hardware), `roofline_efficiency` and `vidur` (GPU efficiencies from Vidur's kernel tables),
+  `roofline_serving`, `published` and `roofline_profile_points` (serving terms fitted to published points
+  or a profile-gpu CSV);
+* `acceptance_*` (`measure-acceptance`, acceptance_cli): `acceptance_spans` (draft-model spans with torch),
+  `acceptance_inputs` (the prompts file); n-gram spans are numpy (acceptance/ngram_spans.py).
+
+`models` builds torch models of the one model registry (costmodel/architectures.py). Only models,
+measure_timing, measure, measure_replay and acceptance_spans import torch (lazily where they can).
 """

@@ -1,14 +1,15 @@
-"""`profile-acceptance`: measure per-position acceptance of your proposer on your prompts, as an acceptance trace.
+"""`measure-acceptance`: measure per-position acceptance of your proposer on your prompts, as an acceptance trace.
 
-    profile-acceptance --prompts prompts.jsonl --method ngram --prompt-lookup-max 4 --out ngram.jsonl
-    profile-acceptance --prompts prompts.jsonl --method draft --target tiny-llama --draft tiny-draft \\
+    measure-acceptance --prompts prompts.jsonl --method ngram --prompt-lookup-max 4 --out ngram.jsonl
+    measure-acceptance --prompts prompts.jsonl --method draft --target tiny-llama --draft tiny-draft \\
                        --device cpu --out draft.jsonl.gz
 
 The output is an acceptance trace (acceptance/records.py; docs/acceptance-traces.md) that `simulate
 --acceptance-trace` replays. Records are appended one per request as they finish (a .jsonl.gz or .parquet
 output is assembled from a `<out>.partial.jsonl` at the end); rerun the same command to resume: ids
 already written are skipped and a line torn by a kill is redone. Bad input prints one line and exits 2;
-Ctrl-C / SIGTERM keep what was written and exit 130 / 143. See docs/profile-acceptance.md.
+Ctrl-C / SIGTERM keep what was written and exit 130 / 143. See docs/measure-acceptance.md. The command
+was called `profile-acceptance` before; that name still works and says so.
 """
 from __future__ import annotations
 
@@ -19,25 +20,28 @@ from pathlib import Path
 import numpy as np
 
 import specdec_sim
-from specdec_sim.profiler.parsing import EXIT_USAGE, OneLineParser, add_device_options
-from specdec_sim.profiler.acceptance import DraftProfiler, TokenRequest, batches
+from specdec_sim.cli_support import OneLineParser, fail
+from specdec_sim.profiler.models import add_device_options
+from specdec_sim.profiler.acceptance_spans import DraftProfiler, TokenRequest, batches
 from specdec_sim.profiler.acceptance_inputs import (PromptLine, PromptsError, check_vocab, load_tokenizer,
                                                     read_prompts, to_request)
-from specdec_sim.profiler.cli import UsageError, resolve_device
-from specdec_sim.profiler.models import DTYPE_BYTES, ModelNotFound, available_models, load_config
+from specdec_sim.profiler.measure_cli import UsageError, resolve_device
+from specdec_sim.costmodel.architectures import ARCHITECTURES, DTYPE_BYTES, ArchitectureError, architecture, model_config
 from specdec_sim.acceptance.ngram_spans import NgramSettings, ngram_spans
 from specdec_sim.safe_output import interrupt_exit_code, sigterm_as_interrupt
 from specdec_sim.acceptance.records import (AcceptanceRecord, AcceptanceTraceError, AcceptanceTraceWriter,
                                             load_acceptance_trace, write_acceptance_trace)
 from specdec_sim.acceptance.spans import replay_steps
 
+PROG = "measure-acceptance"
+OLD_NAME = "profile-acceptance"  # what the command was called before 2026-12
 SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="profile-acceptance", description=__doc__.split("\n\n")[0],
+    p = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0],
                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--version", action="version", version=f"profile-acceptance {specdec_sim.__version__}")
+    p.add_argument("--version", action="version", version=f"{PROG} {specdec_sim.__version__}")
     p.add_argument("--prompts", type=Path, required=True,
                    help='JSONL (or .jsonl.gz), one request a line: {"id", "prompt_ids", "output_ids"} or '
                         '{"id", "prompt", "output"} (text, needs --tokenizer)')
@@ -53,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prompt-lookup-max", type=int, default=4, help="longest n-gram matched (tried first)")
     d = p.add_argument_group("draft")
     d.add_argument("--target", default=None,
-                   help=f"target model: a bundled name ({', '.join(available_models())}) or a directory with "
+                   help=f"target model: a registry name ({', '.join(ARCHITECTURES)}) or a directory with "
                         "config.json; generates missing outputs and is needed for --temperature > 0")
     d.add_argument("--draft", default=None, help="draft model (same choices)")
     d.add_argument("--load-weights", action="store_true",
@@ -92,7 +96,7 @@ def _check_options(args) -> None:
         if args.temperature > 0 and not args.target:
             raise UsageError("--temperature > 0 needs --target (its probabilities decide acceptance)")
         for name in filter(None, (args.target, args.draft)):
-            load_config(name)
+            architecture(name)
 
 
 class Output:
@@ -139,7 +143,7 @@ def _max_positions(args) -> int | None:
     """The longest sequence the models take (max_position_embeddings), None for ngram."""
     if args.method != "draft":
         return None
-    sizes = [load_config(name).get("max_position_embeddings") for name in (args.target, args.draft) if name]
+    sizes = [architecture(name).max_position for name in (args.target, args.draft) if name]
     sizes = [int(s) for s in sizes if s]
     return min(sizes) if sizes else None
 
@@ -171,7 +175,7 @@ def _vocab(args, tokenizer) -> tuple[int | None, str]:
     """The vocabulary every id must fall in, and whose it is (None: no check for ngram without a tokenizer)."""
     sizes = {}
     if args.method == "draft":
-        sizes = {f"{role} {name}": int(load_config(name)["vocab_size"])
+        sizes = {f"{role} {name}": architecture(name).vocab
                  for role, name in (("target", args.target), ("draft", args.draft)) if name}
         if tokenizer is not None:
             for owner, size in sizes.items():
@@ -213,7 +217,7 @@ def _draft_profiler(args) -> DraftProfiler:
     dtype = args.dtype if args.dtype != "auto" else ("bf16" if device.startswith("cuda") else "fp32")
     target = build_model(args.target, device, dtype, args.load_weights, args.seed) if args.target else None
     draft = build_model(args.draft, device, dtype, args.load_weights, args.seed)
-    eos = load_config(args.target).get("eos_token_id") if args.target else None
+    eos = model_config(args.target).get("eos_token_id") if args.target else None
     eos = eos[0] if isinstance(eos, list) and eos else eos
     return DraftProfiler(target, draft, device, args.max_k, args.temperature, args.seed, args.max_new_tokens,
                          eos if isinstance(eos, int) else None)
@@ -229,7 +233,7 @@ def _run_draft(args, pending: list[TokenRequest], output: Output) -> None:
                     output.append(_record(req, spans))
                 bar.advance(task, len(group))
     except RuntimeError as exc:
-        from specdec_sim.profiler.timing import is_oom
+        from specdec_sim.profiler.measure_timing import is_oom
         if not is_oom(exc):
             raise
         raise UsageError(f"out of memory on {profiler.device} (finished requests are in {output.append_path}): "
@@ -254,14 +258,14 @@ def run(args) -> int:
             _check_resumed(req, output.done[req.id], line.where, args.out)
     pending = [r for r in reqs if r.id not in output.done]
     if not args.quiet:
-        print(f"profile-acceptance: {args.method} | {len(reqs)} requests, {len(reqs) - len(pending)} already in "
+        print(f"{PROG}: {args.method} | {len(reqs)} requests, {len(reqs) - len(pending)} already in "
               f"{args.out} | max-k {args.max_k}")
     try:
         if pending:
             (_run_ngram if args.method == "ngram" else _run_draft)(args, pending, output)
     except KeyboardInterrupt:
         output.writer.close()
-        print(f"profile-acceptance: interrupted: {len(output.done)} requests are in {output.append_path}; "
+        print(f"{PROG}: interrupted: {len(output.done)} requests are in {output.append_path}; "
               "rerun the same command to resume", file=sys.stderr)
         raise
     records = output.finish()
@@ -285,11 +289,16 @@ def main(argv: list[str] | None = None) -> int:
                 raise UsageError("--method draft needs torch and transformers: pip install \".[profile]\"") from None
         with sigterm_as_interrupt():
             return run(args)
-    except (UsageError, ModelNotFound, PromptsError, AcceptanceTraceError) as exc:
-        print(f"profile-acceptance: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except (UsageError, ArchitectureError, PromptsError, AcceptanceTraceError) as exc:
+        return fail(PROG, exc)
     except KeyboardInterrupt as exc:
         return interrupt_exit_code(exc)
+
+
+def main_old_name(argv: list[str] | None = None) -> int:
+    """`profile-acceptance`: the same command under its old name, with a one-line note."""
+    print(f"{OLD_NAME}: note: this command is called {PROG} now (both names work)", file=sys.stderr)
+    return main(argv)
 
 
 if __name__ == "__main__":

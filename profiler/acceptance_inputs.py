@@ -1,4 +1,4 @@
-"""Prompts for `profile-acceptance`: a JSONL of token ids or of text, checked with one-line errors.
+"""Prompts for `measure-acceptance`: a JSONL of token ids or of text, checked with one-line errors.
 
 Each line is one request: `{"id", "prompt_ids": [...], "output_ids": [...]}` (ids) or `{"id", "prompt",
 "output"}` (text, tokenized with a local tokenizer: the prompt with the tokenizer's special tokens, the
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from specdec_sim.profiler.acceptance import TokenRequest
+from specdec_sim.profiler.acceptance_spans import TokenRequest
 from specdec_sim.acceptance.records import check_record_id, json_lines
 
 

@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable, Iterable
 
-from specdec_sim.profiler.grid import ROLES, GridPoint
-from specdec_sim.profiler.models import ModelShape
-from specdec_sim.profiler.timing import DeviceInfo, Timing, free_memory, is_oom, time_forward
+from specdec_sim.profiler.measure_grid import ROLES, GridPoint
+from specdec_sim.costmodel.architectures import DTYPE_BYTES, Architecture, resolve_name
+from specdec_sim.profiler.measure_timing import DeviceInfo, Timing, free_memory, is_oom, time_forward
 
 MEASUREMENTS_CSV = "measurements.csv"
 
@@ -143,7 +143,7 @@ def done_keys(rows: Iterable[dict], models: dict[str, str], device: str | None =
     keys = set()
     for r in rows:
         role = r["role"]
-        if role in models and r["model"] != models[role]:
+        if role in models and resolve_name(r["model"])[0] != resolve_name(models[role])[0]:
             raise ProfileMismatch(f"{role} measurements in this directory are of {r['model']!r}, "
                                   f"not {models[role]!r}: use another --out")
         for col, want in (("device", device), ("dtype", dtype)):
@@ -168,16 +168,16 @@ def append_row(path: Path, row: Measurement) -> None:
         fh.flush()
 
 
-def physical_rates(shape: ModelShape, p: GridPoint, dtype: str, ms: float) -> tuple[float, float]:
+def physical_rates(shape: Architecture, p: GridPoint, dtype: str, ms: float) -> tuple[float, float]:
     """Achieved GB/s and TFLOP/s of a point, gpt-fast style."""
     logit_tokens = p.batch if p.kind == "prefill" else p.batched_tokens
     seconds = ms / 1000.0
-    gbs = shape.forward_bytes(p.batch, p.query, p.context, dtype) / seconds / 1e9
+    gbs = shape.forward_bytes(p.batch, p.query, p.context, DTYPE_BYTES[dtype]) / seconds / 1e9
     tflops = shape.forward_flops(p.batch, p.query, p.context, logit_tokens) / seconds / 1e12
     return gbs, tflops
 
 
-def measure_point(model, shape: ModelShape, p: GridPoint, info: DeviceInfo, dtype: str,
+def measure_point(model, shape: Architecture, p: GridPoint, info: DeviceInfo, dtype: str,
                   warmup: int, repeats: int, clock: str = "wall") -> Measurement:
     """Time one point; an out-of-memory shape comes back as a skipped row instead of an exception."""
     status, reason, t = "ok", "", None
@@ -224,7 +224,7 @@ def describe(m: Measurement) -> str:
             f"{m.achieved_gbs:8.2f} GB/s (peak {peak_bw})  {m.achieved_tflops:7.3f} TFLOP/s (peak {peak_tf})")
 
 
-def run_grid(points: list[GridPoint], models: dict, shapes: dict[str, ModelShape], info: DeviceInfo,
+def run_grid(points: list[GridPoint], models: dict, shapes: dict[str, Architecture], info: DeviceInfo,
              dtype: str, csv_path: Path, warmup: int, repeats: int, clock: str = "wall",
              on_row: Callable[[Measurement], None] | None = None,
              on_skip_done: Callable[[GridPoint], None] | None = None, passes: int = 1) -> int:

@@ -26,12 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from specdec_sim.costmodel.hardware import ARCHITECTURES, Architecture, GpuSpec
-from specdec_sim.profiler.fit import nonnegative_lstsq
+from specdec_sim.costmodel.architectures import ARCHITECTURES, Architecture
+from specdec_sim.costmodel.hardware import GpuSpec
+from specdec_sim.profiler.measure_fit import nonnegative_lstsq
 
 VIDUR_OPS = ("input_layernorm", "attn_pre_proj", "attn_rope", "attn_post_proj", "post_attention_layernorm",
              "mlp_up_proj", "mlp_act", "mlp_down_proj", "add")
-# Vidur model folder -> architecture (hardware.ARCHITECTURES); Llama-family gated-MLP models only
+# Vidur model folder -> architecture (the model registry, costmodel/architectures.py); Llama-family gated-MLP models only
 VIDUR_MODELS = {"meta-llama/Llama-2-7b-hf": "llama2-7b", "meta-llama/Llama-2-70b-hf": "llama2-70b",
                 "codellama/CodeLlama-34b-Instruct-hf": "codellama-34b", "meta-llama/Meta-Llama-3-8B": "llama3-8b",
                 "meta-llama/Meta-Llama-3-70B": "llama3-70b"}

@@ -24,9 +24,11 @@ from specdec_sim.safe_output import interrupt_exit_code, sigterm_as_interrupt, w
 from specdec_sim.policies import PolicySpecError
 from specdec_sim.acceptance.rates import AcceptanceError
 from specdec_sim.simulator.config import ConfigError, SimConfig
-from specdec_sim.simulator.options import OneLineParser, add_options, from_namespace, option_fields
-from specdec_sim.simulator.preflight import check_engine, check_out, check_policies, file_sha256, policy_slug
-from specdec_sim.simulator.traffic import TrafficSpec, closed_loop_times, inapplicable, load_traffic, trace_path
+from specdec_sim.cli_support import OneLineParser, fail
+from specdec_sim.simulator.options import add_options, from_namespace, option_fields
+from specdec_sim.simulator.preflight import check_out, check_policies, file_sha256, policy_slug
+from specdec_sim.simulator.prepared import PreparedRun, prepare_engine, prepare_run
+from specdec_sim.simulator.traffic import TrafficSpec, inapplicable, trace_path
 from specdec_sim.traces import TraceError
 
 DEFAULT_POLICIES = ("none", "fixed:3", "smartspec")
@@ -105,21 +107,35 @@ def build_run_info(traffic: TrafficSpec, trace, seed: int, argv: list[str]) -> d
 
 
 @dataclass
-class Plan:
-    """Everything one `simulate` call will do, checked before the first policy runs."""
+class Invocation:
+    """One `simulate` call: the prepared run (requests, engine), the policies, where results go; checked before
+    the first policy runs."""
 
-    config: SimConfig
-    traffic: TrafficSpec
-    trace: Any
+    run: PreparedRun
     specs: list[str]
-    seed: int
     out: Path | None
     run_info: dict
     resumed: dict[str, Any] = field(default_factory=dict)  # spec -> its result loaded from --out
 
+    @property
+    def config(self) -> SimConfig:
+        return self.run.config
 
-def make_plan(args: argparse.Namespace, argv: list[str]) -> Plan:
-    """Parse, check and load everything; raises the one-line errors of `main`."""
+    @property
+    def traffic(self) -> TrafficSpec:
+        return self.run.traffic
+
+    @property
+    def trace(self):
+        return self.run.trace
+
+    @property
+    def seed(self) -> int:
+        return self.run.seed
+
+
+def make_invocation(args: argparse.Namespace, argv: list[str]) -> Invocation:
+    """Parse, check and prepare everything; raises the one-line errors of `main`."""
     if args.resume and not args.out:
         raise ConfigError("--resume: needs --out (the directory of the interrupted run)")
     traffic = from_namespace(TrafficSpec, args).validate()
@@ -127,16 +143,14 @@ def make_plan(args: argparse.Namespace, argv: list[str]) -> Plan:
     if problem:
         raise ConfigError(problem)
     config = config_from_args(args)
-    check_engine(config)
     specs = policy_specs(args)
+    engine = prepare_engine(config)  # the calibration, its policy view and the KV cache: checked once, here
     check_policies(specs, config)
-    trace = closed_loop_times(load_traffic(traffic, args.seed), traffic.rate, config.max_concurrency)
-    if len(trace) == 0:
-        raise ConfigError("--trace: no requests left after --max-requests/--duration")
+    run = prepare_run(traffic, config, args.seed, engine)
     out = Path(args.out) if args.out else None
-    run_info = build_run_info(traffic, trace, args.seed, argv)
+    run_info = build_run_info(traffic, run.trace, args.seed, argv)
     run_info["max_concurrency"] = config.max_concurrency
-    plan = Plan(config, traffic, trace, specs, args.seed, out, run_info)
+    plan = Invocation(run, specs, out, run_info)
     if out is not None:
         check_out(out, specs)
         if args.resume:
@@ -145,14 +159,14 @@ def make_plan(args: argparse.Namespace, argv: list[str]) -> Plan:
     return plan
 
 
-def config_record(plan: Plan) -> dict:
+def config_record(plan: Invocation) -> dict:
     """config.json: the options of the run, as JSON values."""
     return json.loads(json.dumps({"config": plan.config.to_dict(), "policies": plan.specs, "seed": plan.seed,
                                   "trace": plan.traffic.trace, "traffic": plan.traffic.to_dict(),
                                   "run": plan.run_info}, default=float))
 
 
-def write_config(plan: Plan) -> None:
+def write_config(plan: Invocation) -> None:
     text = json.dumps(config_record(plan), indent=2) + "\n"
     write_text_atomic(plan.out / "config.json", text)
 
@@ -160,7 +174,7 @@ def write_config(plan: Plan) -> None:
 RESUME_KEYS = ("config", "traffic", "seed")  # config.json entries that must match for --resume
 
 
-def load_finished(plan: Plan) -> dict[str, Any]:
+def load_finished(plan: Invocation) -> dict[str, Any]:
     """The finished results in --out that --resume may reuse; ConfigError if --out holds another run's options.
 
     A policy directory is reused only if its own summary.json records this run's seed, engine config
@@ -182,7 +196,7 @@ def load_finished(plan: Plan) -> dict[str, Any]:
     return reusable(plan, finished)
 
 
-def reusable(plan: Plan, finished: set[str]) -> dict[str, Any]:
+def reusable(plan: Invocation, finished: set[str]) -> dict[str, Any]:
     """The specs whose directory in --out is finished and was made by a run with these options, loaded."""
     now = config_record(plan)
     saved = {spec: load_saved(plan.out / policy_slug(spec), spec, plan.config) for spec in plan.specs
@@ -230,20 +244,25 @@ class SavedResult:
 NOT_IN_TABLE = ("policy_spec", "config")
 
 
+def table_entries(record: dict) -> dict:
+    """The scalar entries of a summary.json record: its row of comparison.csv."""
+    return {k: v for k, v in record.items() if k not in NOT_IN_TABLE and not isinstance(v, (dict, list))}
+
+
 def load_saved(directory: Path, spec: str, config: SimConfig) -> SavedResult:
     """summary.json (scalar entries, as comparison.csv holds them) and requests.csv of one finished policy."""
     import pandas as pd
 
     saved = read_json(directory / "summary.json") or {}
-    summary = {k: v for k, v in saved.items() if k not in NOT_IN_TABLE and not isinstance(v, (dict, list))}
+    summary = table_entries(saved)
     requests = pd.read_csv(directory / "requests.csv", keep_default_na=False) \
         if (directory / "requests.csv").exists() else None
     return SavedResult(summary, requests, None, config, str(saved.get("policy", spec)), saved)
 
 
-def run_policies(plan: Plan, quiet: bool) -> list:
+def run_policies(plan: Invocation, quiet: bool) -> list:
     """Each policy's result, in spec order: loaded when resumed, else simulated and written to --out."""
-    from specdec_sim.simulator.engine import run_simulation
+    from specdec_sim.simulator.engine import run_prepared
     from specdec_sim.simulator.report import progress_reporter, write_result
 
     results = []
@@ -252,27 +271,21 @@ def run_policies(plan: Plan, quiet: bool) -> list:
             results.append(plan.resumed[spec])
             continue
         with progress_reporter(len(plan.trace), f"{spec}", disabled=quiet) as tick:
-            result = run_simulation(plan.trace, plan.config, spec, seed=plan.seed, progress=tick)
-        if plan.out is not None:
-            write_result(result, plan.out / policy_slug(spec), spec, plan.seed, run_info=plan.run_info)
-            result = table_view(result, plan.out / policy_slug(spec))
+            result = run_prepared(plan.run, spec, progress=tick)
+        if plan.out is not None:  # the comparison row is the summary.json record as written, as a resumed one's is
+            record = write_result(result, plan.out / policy_slug(spec), spec, plan.seed, run_info=plan.run_info)
+            result = SavedResult(table_entries(record) or result.summary, result.requests, result.steps,
+                                 result.config, result.policy_name)
         results.append(result)
     return results
 
 
-def table_view(result, directory: Path):
-    """With --out, the comparison row of a fresh run comes from its summary.json, as a resumed run's does."""
-    saved = load_saved(directory, result.policy_name, result.config)
-    return SavedResult(saved.summary or result.summary, result.requests, result.steps, result.config,
-                       result.policy_name)
-
-
-def write_comparison(plan: Plan, table) -> None:
+def write_comparison(plan: Invocation, table) -> None:
     write_atomic(plan.out / "comparison.csv", lambda tmp: table.to_csv(tmp, index=False))
     write_config(plan)
 
 
-def interrupted_message(plan: Plan | None) -> str:
+def interrupted_message(plan: Invocation | None) -> str:
     if plan is None or plan.out is None:
         return "simulate: interrupted" + ("" if plan is None else " (no --out: nothing kept)")
     names = sorted(reusable(plan, finished_dirs(plan.out)))  # what --resume will skip
@@ -287,17 +300,16 @@ def main(argv: list[str] | None = None) -> int:
     with sigterm_as_interrupt(ctrl_c=True):
         plan = None
         try:
-            plan = make_plan(args, argv)
+            plan = make_invocation(args, argv)
             return finish(plan, run_policies(plan, args.quiet), args.fail_on_error)
         except KeyboardInterrupt as exc:
             print(interrupted_message(plan), file=sys.stderr)
             return interrupt_exit_code(exc)
         except USER_ERRORS as exc:
-            print(f"simulate: error: {' '.join(str(exc).split())}", file=sys.stderr)
-            return 2
+            return fail("simulate", exc)
 
 
-def finish(plan: Plan, results: list, fail_on_error: bool) -> int:
+def finish(plan: Invocation, results: list, fail_on_error: bool) -> int:
     """Write comparison.csv and config.json, print the table; the exit code."""
     from specdec_sim.simulator.report import comparison_frame, pricing_lines, print_comparison
 
@@ -305,7 +317,7 @@ def finish(plan: Plan, results: list, fail_on_error: bool) -> int:
     if plan.out is not None:
         write_comparison(plan, table)
     print_comparison(table, trace_label=f"{plan.traffic.trace} ({len(plan.trace)} requests)")
-    print(pricing_lines(plan.config, results))
+    print(pricing_lines(plan.run.engine, results))
     failed = any(r.summary.get("failed", 0) for r in results)
     return EXIT_FAILED_REQUESTS if failed and fail_on_error else 0
 

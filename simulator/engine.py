@@ -1,8 +1,18 @@
 """Cluster simulation: arrivals from a trace, a router, N replica processes on one SimPy clock, and records.
 
-`run_simulation(trace, config, policy, seed)` is the single entry point used by the CLI, the
-sweep runner, benchmarks and tests. It returns a `SimResult` with a summary dict keyed as
-`vllm bench serve` keys its JSON, a per-request DataFrame and (optionally) a per-step DataFrame.
+`run_prepared(run, policy)` simulates a run prepared once (simulator/prepared.py: requests, calibration,
+policy pricing, limits), as `simulate` and `sweep` do; `run_simulation(trace, config, policy, seed)` is the
+same for a trace and config given directly (the Python API, benchmarks and tests). Both return a
+`SimResult` with a summary dict keyed as `vllm bench serve` keys its JSON (simulator/summary.py), a
+per-request DataFrame and (optionally) a per-step DataFrame.
+
+The client side of a run (`send_requests`, a SimPy process): requests are sent at their trace arrival
+times (open loop), or in a closed loop of at most `--max-concurrency` N in flight (as `vllm bench serve
+--max-concurrency`): a request is sent no earlier than its arrival time and only while fewer than N
+are in flight; the next one goes out when one finishes or fails. With a ramp-up of S seconds the N
+slots open one by one, slot j at j*S/N. A request's recorded arrival is when it was sent, so TTFT
+counts from the send, as the client measures it. Requests the server must reject (prompt plus
+max_tokens beyond max_model_len) fail at once with vLLM's reason and free their slot (`admission`).
 """
 from __future__ import annotations
 
@@ -14,25 +24,107 @@ import numpy as np
 import pandas as pd
 import simpy
 
-from specdec_sim.costmodel import Calibration, CalibrationError, CostModel, DraftCost, load_calibration
-from specdec_sim.costmodel.policy_view import policy_calibration
+from specdec_sim.acceptance.draws import AcceptanceDrawer, AlphaSampler
+from specdec_sim.acceptance.measured import MeasuredAcceptance, build_measured
+from specdec_sim.acceptance.spec_metrics import merge
+from specdec_sim.costmodel import Calibration, CostModel
 from specdec_sim.policies import make_policy
 from specdec_sim.policies.base import FixedK, NoSpeculation, Policy
-from specdec_sim.acceptance.draws import AcceptanceDrawer, AlphaSampler
-from specdec_sim.acceptance.rates import preset_position_rates, resolve_mean_alpha
-from specdec_sim.simulator.arrivals import ConcurrencyGate, admission, send_requests
 from specdec_sim.simulator.config import SimConfig
-from specdec_sim.simulator.engine_mode import EngineLimits, engine_summary, prefix_cache_summary, resolve_limits
+from specdec_sim.simulator.engine_mode import EngineLimits
 from specdec_sim.simulator.kvcache import KVCache, PrefixCache
-from specdec_sim.acceptance.measured import MeasuredAcceptance, build_measured
+from specdec_sim.simulator.prepared import PreparedEngine, PreparedRun, prepare_engine
 from specdec_sim.simulator.recorder import Recorder
 from specdec_sim.simulator.replica import Replica
 from specdec_sim.simulator.request import Request
 from specdec_sim.simulator.scheduler import Scheduler
-from specdec_sim.acceptance.spec_metrics import merge, run_spec_summary
 from specdec_sim.simulator.step_noise import StepTimeNoise
-from specdec_sim.simulator.summary import mark_unfinished, request_frame, summarize
+from specdec_sim.simulator.summary import EngineOutcome, mark_unfinished, request_frame, run_summary
 
+
+@dataclass(frozen=True)
+class Admission:
+    """Per request: the max_tokens budget the server knows, and why the server rejects it ("" if it does not)."""
+
+    budget: np.ndarray  # int64: tokens the server may generate (the true length with oracle lengths)
+    rejection: list[str]
+
+
+def admission(prompt_tokens: np.ndarray, output_tokens: np.ndarray, max_model_len: int | None,
+              max_tokens: int | np.ndarray | None, oracle_lengths: bool) -> Admission:
+    """What the server knows of each request and which it rejects, as vLLM's input checks do.
+
+    max_tokens (one for all, or one per request from the trace) defaults to max_model_len - prompt (vLLM's
+    default); with neither the server knows no limit. A prompt of max_model_len tokens or more, or
+    prompt + max_tokens above it, is rejected."""
+    n = len(prompt_tokens)
+    reasons = [""] * n
+    unlimited = np.iinfo(np.int64).max // 4
+    if max_tokens is not None:
+        budget = np.broadcast_to(np.asarray(max_tokens, dtype=np.int64), (n,)).copy()
+    elif max_model_len:
+        budget = np.maximum(max_model_len - prompt_tokens.astype(np.int64), 0)
+    else:
+        budget = np.full(n, unlimited, dtype=np.int64)
+    if max_model_len:
+        too_long = np.flatnonzero((prompt_tokens >= max_model_len) | (prompt_tokens + budget > max_model_len))
+        for i in too_long:
+            reasons[i] = (f"prompt of {int(prompt_tokens[i])} tokens + max_tokens {int(budget[i])} exceeds "
+                          f"max_model_len {max_model_len}")
+    if oracle_lengths:
+        budget = np.minimum(budget, output_tokens.astype(np.int64))
+    return Admission(budget, reasons)
+
+
+class ConcurrencyGate:
+    """At most `limit` requests in flight (slots opening over `ramp_up_s`), on the SimPy clock."""
+
+    def __init__(self, env: simpy.Environment, limit: int, ramp_up_s: float = 0.0):
+        self.env = env
+        self.limit = limit
+        self.ramp_up_s = ramp_up_s
+        self.in_flight = 0
+        self._freed = env.event()
+
+    def open_slots(self) -> int:
+        if self.ramp_up_s <= 0:
+            return self.limit
+        return min(self.limit, 1 + int(self.env.now * self.limit / self.ramp_up_s))
+
+    def acquire(self):
+        """Process fragment: wait until a slot is free, then take it."""
+        while self.in_flight >= self.open_slots():
+            if self.open_slots() < self.limit:  # the next slot opens at a known time, or a request ends sooner
+                opens_at = self.open_slots() * self.ramp_up_s / self.limit
+                yield self._freed | self.env.timeout(max(0.0, opens_at - self.env.now))
+            else:
+                yield self._freed
+        self.in_flight += 1
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        if not self._freed.triggered:
+            freed, self._freed = self._freed, self.env.event()
+            freed.succeed()
+
+
+def send_requests(env: simpy.Environment, trace, make_request: Callable[[int], object], route, recorder,
+                  admitted: Admission, sent_s: np.ndarray, gate: ConcurrencyGate | None):
+    """SimPy process: send each request of `trace` (see the module docstring); `sent_s[i]` gets its send time."""
+    arrival = trace.arrival_s
+    for i in range(len(arrival)):
+        t = float(arrival[i])
+        if t > env.now:
+            yield env.timeout(t - env.now)
+        if gate is not None:
+            yield from gate.acquire()
+        sent_s[i] = env.now
+        req = make_request(i)
+        if admitted.rejection[i]:
+            recorder.fail(req, env.now, admitted.rejection[i])  # frees its slot through recorder.on_done
+            continue
+        route(req).enqueue(req)
+        recorder.arrived(req)
 
 
 @dataclass
@@ -42,6 +134,7 @@ class SimResult:
     steps: pd.DataFrame | None
     config: SimConfig
     policy_name: str
+    calibration: Calibration | None = None  # the truth the run's clock advanced with
 
 
 def _routers(config: SimConfig, replicas: list[Replica], rng: random.Random) -> Callable[[Request], Replica]:
@@ -106,71 +199,38 @@ def _replica(env: simpy.Environment, index: int, cost: CostModel, policy_cost: C
     return Replica(env, index, cost, policy, scheduler, acceptance, recorder, config.style, policy_cost, noise)
 
 
-def build_cost_model(config: SimConfig, calibration: Calibration | None = None,
-                     drafter: bool = True) -> tuple[CostModel, Calibration]:
-    """The true cost model (what advances the clock) and its calibration; `drafter` False for runs that never
-    speculate (no proposer loaded, so no draft prefill is charged)."""
-    cal = priced_for_style(calibration or load_calibration(config.calibration), config.style)
-    return CostModel(cal, drafter=drafter), cal
-
-
-def priced_for_style(cal: Calibration, style: str) -> Calibration:
-    """`cal` as it prices `style`'s drafting; CalibrationError (one line) for a proposer it cannot price."""
-    if style == "ngram":
-        if cal.draft.kind == "fraction":
-            return cal
-        if cal.ngram_fraction_of_target > 0:
-            return replace(cal, draft=DraftCost(kind="fraction", fraction_of_target=cal.ngram_fraction_of_target))
-        raise CalibrationError(f"--style ngram: calibration {cal.name} prices {cal.draft.kind} drafting and states no "
-                               "n-gram cost (ngram_fraction_of_target); use an n-gram calibration")
-    if cal.draft.kind == "fraction":
-        raise CalibrationError(f"--style {style}: calibration {cal.name} prices prompt lookup (n-gram) drafting only; "
-                               "use --style ngram or a draft-model/EAGLE calibration")
-    return cal
-
-
-def build_policy_cost_model(config: SimConfig, truth: Calibration) -> CostModel:
-    """What the policies price candidate steps with (--policy-calibration: fitted, same, or a calibration)."""
-    view = policy_calibration(truth, config.policy_calibration.strip(), load_calibration)
-    if view is truth:
-        return CostModel(truth)
-    return CostModel(priced_for_style(view, config.style))
-
-
 def never_speculates(policy: Policy) -> bool:
     """No speculation at all (the engine then loads no proposer): `none` and `fixed:0`."""
     return isinstance(policy, NoSpeculation) or (isinstance(policy, FixedK) and policy.k == 0)
 
 
 def run_simulation(trace, config: SimConfig, policy: str | Policy = "none", seed: int = 0,
-                   progress: bool | Callable[[int], None] = False, calibration: Calibration | None = None) -> SimResult:
-    """Replay `trace` through `config.replicas` replicas under `policy`; deterministic for a given seed."""
-    config.validate()
+                   progress: bool | Callable[[int], None] = False, calibration: Calibration | None = None,
+                   engine: PreparedEngine | None = None) -> SimResult:
+    """Replay `trace` through `config.replicas` replicas under `policy`; deterministic for a given seed.
+    `engine`: the run's engine prepared once (`prepared.prepare_engine`, shared by every policy of a run);
+    by default it is prepared here from `config` (and `calibration`, an in-memory calibration to use)."""
+    engine = engine if engine is not None else prepare_engine(config, calibration)
+    config = engine.config
     if not isinstance(policy, str) and config.replicas > 1:
         raise ValueError("pass a policy spec string when simulating several replicas (each needs its own state)")
     policies = [make_policy(policy) if isinstance(policy, str) else policy for _ in range(config.replicas)]
-    cost, cal = build_cost_model(config, calibration, drafter=not never_speculates(policies[0]))
-    policy_cost = build_policy_cost_model(config, cal)
-    num_blocks = config.kv_blocks or cal.memory.num_kv_blocks(config.block_size)  # KV bytes fixed, blocks scale
-    if num_blocks < 1:
-        raise ValueError(f"calibration {cal.name}: no memory left for the KV cache; give --kv-blocks")
-    mean_alpha = resolve_mean_alpha(config.acceptance)
-    position_rates = tuple(config.position_rates) or preset_position_rates(config.acceptance)
-    limits = resolve_limits(config, cal)
+    cost = engine.cost_model(drafter=not never_speculates(policies[0]))
+    policy_cost = engine.policy_cost_model()
+    limits, num_blocks = engine.limits, engine.num_blocks
     trace, server = _served_trace(trace, limits, config)
     hash_tokens = caching_block_tokens(trace, limits)
-    n = len(trace)
     on_finish = progress if callable(progress) else None
-    recorder = Recorder(n, config.record_steps, on_finish)
+    recorder = Recorder(len(trace), config.record_steps, on_finish)
     env = simpy.Environment()
     rng = random.Random(seed)
     measured = build_measured(config, trace, seed)
     replicas = [_replica(env, i, cost, policy_cost, policies[i], config, limits, num_blocks, recorder,
-                         random.Random(seed * 1_000_003 + i), position_rates, seed, measured is not None,
+                         random.Random(seed * 1_000_003 + i), engine.position_rates, seed, measured is not None,
                          hash_tokens)
                 for i in range(config.replicas)]
     route = _routers(config, replicas, rng)
-    sampler = AlphaSampler(mean_alpha, config.acceptance_spread, seed)
+    sampler = AlphaSampler(engine.mean_alpha, config.acceptance_spread, seed)
     gate = ConcurrencyGate(env, config.max_concurrency, config.concurrency_ramp_up_s) if config.max_concurrency else None
     if gate is not None:
         recorder.on_done = gate.release
@@ -183,14 +243,15 @@ def run_simulation(trace, config: SimConfig, policy: str | Policy = "none", seed
         trace = replace(trace, arrival_s=sent_s)
     in_flight = [req for rep in replicas for req in list(rep.scheduler.running) + list(rep.scheduler.waiting)]
     mark_unfinished(recorder, in_flight, stopped=config.max_sim_time_s is not None)
-    peak_kv = max(rep.scheduler.kv.peak_used for rep in replicas) / num_blocks
-    summary = summarize(trace, recorder, config, policies[0].name, cal, num_blocks, peak_kv, policy_cost.calibration)
-    summary.update(engine_summary(limits, config))
-    summary.update(prefix_cache_summary([rep.scheduler for rep in replicas]))
-    summary.update(run_spec_summary(recorder.draft_steps, recorder.draft_tokens, recorder.accepted_tokens,
-                                    merge(rep.acceptance.positions for rep in replicas)))
+    outcome = EngineOutcome(policies[0].name, max(rep.scheduler.kv.peak_used for rep in replicas) / num_blocks,
+                            [rep.scheduler for rep in replicas], merge(rep.acceptance.positions for rep in replicas))
+    summary = run_summary(trace, recorder, engine, outcome)
     requests = request_frame(trace, recorder)
     steps = recorder.step_frame() if config.record_steps else None
-    return SimResult(summary, requests, steps, config, policies[0].name)
+    return SimResult(summary, requests, steps, config, policies[0].name, engine.calibration)
 
 
+def run_prepared(run: PreparedRun, policy: str | Policy = "none",
+                 progress: bool | Callable[[int], None] = False) -> SimResult:
+    """Simulate a prepared run (its requests, seed and engine) under `policy`."""
+    return run_simulation(run.trace, run.config, policy, run.seed, progress, engine=run.engine)

@@ -64,24 +64,3 @@ def resolve_limits(config, cal) -> EngineLimits:
         prefix_caching=caching,
         watermark=config.kv_watermark,
         max_model_len=model_len or None)
-
-
-def engine_summary(limits: EngineLimits, config) -> dict:
-    """The engine keys of summary.json: what was modelled and the limits it ran with."""
-    return {"engine": limits.engine, "max_num_seqs": limits.max_num_seqs,
-            "max_num_batched_tokens": limits.max_num_batched_tokens, "chunked_prefill": limits.chunked_prefill,
-            "spec_in_mixed_steps": limits.spec_in_prefill_steps, "prefix_caching": limits.prefix_caching,
-            "kv_watermark": limits.watermark, "max_model_len": limits.max_model_len, "max_tokens": config.max_tokens,
-            "oracle_lengths": config.oracle_lengths, "max_concurrency": config.max_concurrency}
-
-
-def prefix_cache_summary(schedulers) -> dict:
-    """Prefix-cache keys of summary.json (vLLM's hit rate: cached prompt tokens over prompt tokens looked up) and the
-    prefill tokens actually computed; the hit keys are null when no cache ran (no hashes, or caching off)."""
-    caches = [s.kv.prefix for s in schedulers if s.kv.prefix is not None]
-    queries = sum(c.query_tokens for c in caches)
-    hits = sum(c.hit_tokens for c in caches)
-    return {"prefix_cache_queries_tokens": queries if caches else None,
-            "prefix_cache_hits_tokens": hits if caches else None,
-            "prefix_cache_hit_rate": (hits / queries if queries else 0.0) if caches else None,
-            "prefill_tokens_computed": sum(s.prefill_tokens_computed for s in schedulers)}

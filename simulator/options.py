@@ -4,7 +4,6 @@ A config field declares its option with `option(default, help, ...)` (flag, unit
 parser for the text); `add_options` adds one argparse argument per declared field, and
 `from_namespace` builds the dataclass back from the parsed arguments. `simulate` and `sweep`
 both build their engine options this way, so the same thing has the same name in both.
-`OneLineParser` reports a bad option as one line (`prog: error: --flag: ...`), not a usage block.
 """
 from __future__ import annotations
 
@@ -109,12 +108,5 @@ def parse_float_list(text: str) -> tuple[float, ...]:
         raise ValueError(f"{text!r} is not a comma-separated list of numbers") from None
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line on stderr and exit status 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
-
-
 __all__ = ["option", "add_options", "from_namespace", "flag_of", "option_fields", "parse_int", "parse_float",
-           "parse_float_list", "OneLineParser"]
+           "parse_float_list"]

@@ -38,19 +38,6 @@ def check_policies(specs: list[str], config: SimConfig) -> None:
         seen[slug] = spec
 
 
-def check_engine(config: SimConfig) -> None:
-    """Load the calibration and size the KV cache now, so neither fails after a policy already ran."""
-    from specdec_sim.acceptance.rates import resolve_mean_alpha
-    from specdec_sim.simulator.engine import build_cost_model, build_policy_cost_model
-
-    resolve_mean_alpha(config.acceptance)
-    _, cal = build_cost_model(config)
-    build_policy_cost_model(config, cal)
-    if not config.kv_blocks and cal.memory.num_kv_blocks(config.block_size) < 1:
-        raise ConfigError(f"--block-size {config.block_size}: calibration {cal.name} has memory for no KV-cache "
-                          f"block of that size; give a smaller --block-size or --kv-blocks")
-
-
 def check_out(out: Path, specs: list[str]) -> None:
     """Create --out and prove it writable, before anything runs; one line naming the problem otherwise."""
     if out.exists() and not out.is_dir():

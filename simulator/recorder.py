@@ -3,25 +3,27 @@
 The replicas hand the recorder plain values (`StepRecord`, and the request at arrival, finish or
 failure); it never sees a replica or a scheduler. Memory stays bounded on long runs: finished
 requests live in numpy columns and ITL in a fixed-size histogram; only the optional step log
-grows with the number of steps.
+grows with the number of steps. ITL is pooled into a log-spaced histogram (`LogHistogram`: relative
+bin width 0.12 %, exact count, mean and spread).
 
 ITL counts only requests that finish (as `vllm bench serve` counts successful requests only):
 each step's gaps go into the pooled histogram as they happen (so the arithmetic, and every
 number of a run where all requests finish, is what it always was), and `Emissions` keeps the
-emission times of each request in flight, so a request that fails has its gaps taken back out.
+emission times of each request in flight from the step the scheduler reports as its first token,
+so a request that fails has its gaps taken back out.
 """
 from __future__ import annotations
 
 from array import array
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
+
+import math
 
 import numpy as np
 import pandas as pd
 
 from specdec_sim.costmodel import StepShape, StepTime
-from specdec_sim.simulator.metrics import LogHistogram
 from specdec_sim.simulator.request import Request
 from specdec_sim.simulator.scheduler import StepResult
 
@@ -30,6 +32,79 @@ STEP_COLUMNS = ("replica", "step", "start_s", "step_time_s", "draft_s", "verify_
                 "num_prefill", "prefill_tokens", "verify_tokens", "kv_tokens", "k_mean", "k_max", "proposed",
                 "accepted", "emitted", "est_alpha", "kv_blocks_used", "queue_len")
 FLOAT_STEP_COLUMNS = ("start_s", "step_time_s", "draft_s", "verify_s", "overhead_s", "k_mean", "est_alpha")
+
+
+_BINS_PER_DECADE = 2000
+_MIN_S = 1e-7
+_NUM_BINS = 11 * _BINS_PER_DECADE  # 1e-7 s .. 1e4 s
+_log10 = math.log10
+
+
+class LogHistogram:
+    """Pooled positive durations (seconds) in log-spaced bins: exact count, sum and sum of squares."""
+
+    def __init__(self) -> None:
+        self.counts = np.zeros(_NUM_BINS, dtype=np.int64)
+        self._pending: dict[int, int] = {}
+        self.total = 0.0
+        self.total_sq = 0.0
+        self.n = 0
+        self._last_value = -1.0
+        self._last_bin = 0
+
+    def add(self, value: float, count: int = 1) -> None:
+        self.n += count
+        self.total += value * count
+        self.total_sq += value * value * count
+        if value == self._last_value:
+            b = self._last_bin
+        else:
+            b = int(_log10(value / _MIN_S) * _BINS_PER_DECADE) if value > _MIN_S else 0
+            if b >= _NUM_BINS:
+                b = _NUM_BINS - 1
+            self._last_value, self._last_bin = value, b
+        pending = self._pending
+        pending[b] = pending.get(b, 0) + count
+
+    def bin_of(self, value: float) -> int:
+        """The bin `value` falls in (the same bin `add` puts it in)."""
+        b = int(math.log10(value / _MIN_S) * _BINS_PER_DECADE) if value > _MIN_S else 0
+        return min(b, _NUM_BINS - 1)
+
+    def remove(self, values: list[float]) -> None:
+        """Take back durations added earlier (a request that never finished); counts stay exact."""
+        pending = self._pending
+        for value in values:
+            b = self.bin_of(value)
+            pending[b] = pending.get(b, 0) - 1
+            self.n -= 1
+            self.total -= value
+            self.total_sq -= value * value
+        if self.n == 0:
+            self.total = self.total_sq = 0.0
+
+    def _flush(self) -> None:
+        for b, c in self._pending.items():
+            self.counts[b] += c
+        self._pending.clear()
+
+    def percentile(self, p: float) -> float:
+        self._flush()
+        if self.n == 0:
+            return math.nan
+        cum = np.cumsum(self.counts)
+        rank = p / 100.0 * (self.n - 1)
+        b = int(np.searchsorted(cum, rank + 1, side="left"))
+        return _MIN_S * 10 ** ((b + 0.5) / _BINS_PER_DECADE)
+
+    def mean(self) -> float:
+        return self.total / self.n if self.n else math.nan
+
+    def std(self) -> float:
+        if not self.n:
+            return math.nan
+        m = self.mean()
+        return math.sqrt(max(0.0, self.total_sq / self.n - m * m))
 
 
 @dataclass(slots=True)
@@ -52,21 +127,20 @@ class StepRecord:
 class Emissions:
     """Emission times of one replica's requests in flight, to take a failed request's ITL gaps back out.
 
-    A request enters `started` once it has emitted its first token. A step in which every started
-    request emitted (the usual decode step) costs one entry in the shared `timeline`; in any other
-    step each started request whose last token time is the step's end gets the time in its own
-    list. New starters are found in arrival order (admission is FCFS); a step whose gap count
-    disagrees with the scheduler's triggers a full search, so no gap is silently missed.
+    A request enters `started` in the step that emitted its first token (the scheduler reports it:
+    `StepResult.started`). A step in which every started request emitted (the usual decode step) costs
+    one entry in the shared `timeline`; in any other step each started request whose last token time is
+    the step's end gets the time in its own list. A step whose gap count disagrees with what is found
+    is an error, so no gap is silently missed.
     """
 
-    unstarted: deque = field(default_factory=deque)  # arrived, no token seen yet, in arrival order
     started: dict = field(default_factory=dict)  # request index -> (request, timeline position, own times)
     timeline: array = field(default_factory=lambda: array("d"))  # ends of steps every started request emitted in
     base: int = 0  # timeline position of timeline[0] (older entries no request needs are dropped)
     limit: int = 8192  # timeline length at which to try dropping old entries
 
     def emitted(self, end_s: float, expected: int) -> int:
-        """Record who emitted at `end_s`; returns how many gaps that accounts for."""
+        """Record who emitted a gap at `end_s`; returns how many gaps that accounts for."""
         started = self.started
         if expected == len(started):
             self.timeline.append(end_s)
@@ -88,36 +162,9 @@ class Emissions:
             self.base = keep
         self.limit = max(8192, 2 * len(self.timeline))  # a long request pins old entries: try again later
 
-    def _start(self, req: Request, times: list[float]) -> None:
-        self.started[req.index] = (req, self.base + len(self.timeline), array("d", times))
-
-    def collect_starters(self, pending, full: bool = False) -> None:
-        """Move requests that have emitted their first token into `started` (`pending(i)`: still in flight)."""
-        queue, kept = self.unstarted, []
-        while queue:
-            req = queue.popleft()
-            if not pending(req.index):
-                continue
-            if req.first_token_s >= 0:
-                self._start(req, [req.first_token_s])
-            elif full or req.blocks > 0 or req.preemptions > 0:  # admitted once: later arrivals may start first
-                kept.append(req)
-            else:  # never admitted: nor is anything behind it (FCFS)
-                queue.appendleft(req)
-                break
-        queue.extendleft(reversed(kept))
-
-    def found_late(self, end_s: float, pending) -> int:
-        """Gaps at `end_s` of requests that started unseen (their first gap is this one)."""
-        before = set(self.started)
-        self.collect_starters(pending, full=True)
-        n = 0
-        for i in set(self.started) - before:
-            req, _, own = self.started[i]
-            if req.last_token_s == end_s and own[0] != end_s:
-                own.append(end_s)
-                n += 1
-        return n
+    def start(self, req: Request) -> None:
+        """`req` emitted its first token (no gap): from now on its emissions are tracked."""
+        self.started[req.index] = (req, self.base + len(self.timeline), array("d", [req.first_token_s]))
 
     def forget(self, index: int) -> None:
         """Request `index` finished: its gaps stay pooled."""
@@ -170,16 +217,12 @@ class Recorder:
     def arrived(self, req: Request) -> None:
         self.alpha[req.index] = req.alpha
         self.replica[req.index] = req.replica
-        self._emissions(req.replica).unstarted.append(req)
 
     def _emissions(self, replica: int) -> Emissions:
         found = self.emissions.get(replica)
         if found is None:
             found = self.emissions[replica] = Emissions()
         return found
-
-    def _pending(self, index: int) -> bool:
-        return self.status[index] == STATUS_PENDING
 
     def preempted(self, count: int = 1) -> None:
         self.total_preemptions += count
@@ -211,17 +254,6 @@ class Recorder:
         if self.on_done is not None:
             self.on_done()
 
-    def _track_emissions(self, rec: StepRecord, expected: int) -> None:
-        """Note which requests emitted in this step (see `Emissions`); every gap is accounted for."""
-        emissions = self._emissions(rec.replica)
-        found = emissions.emitted(rec.end_s, expected) if expected else 0
-        if found != expected:
-            found += emissions.found_late(rec.end_s, self._pending)
-            if found != expected:
-                raise RuntimeError(f"recorder: step at {rec.end_s} s has {expected} ITL gaps, found {found}")
-        if rec.shape.num_prefill:
-            emissions.collect_starters(self._pending)
-
     def step(self, rec: StepRecord) -> None:
         result, shape, timing = rec.result, rec.shape, rec.timing
         add_itl = self.itl_hist.add
@@ -230,11 +262,17 @@ class Recorder:
             add_itl(gap, count)
             gaps += count
         emissions = self.emissions.get(rec.replica)
-        if emissions is not None and gaps and gaps == len(emissions.started) and not shape.num_prefill \
-                and len(emissions.timeline) < emissions.limit:
+        if emissions is not None and gaps and gaps == len(emissions.started) and len(emissions.timeline) < emissions.limit:
             emissions.timeline.append(rec.end_s)  # the usual step: every started request emitted
-        else:
-            self._track_emissions(rec, gaps)
+        elif gaps:
+            emissions = emissions or self._emissions(rec.replica)
+            found = emissions.emitted(rec.end_s, gaps)
+            if found != gaps:
+                raise RuntimeError(f"recorder: step at {rec.end_s} s has {gaps} ITL gaps, found {found}")
+        if result.started:
+            emissions = emissions or self._emissions(rec.replica)
+            for req in result.started:
+                emissions.start(req)
         for req in result.finished:
             self.finish(req, rec.end_s)
         self.num_steps_total += 1
@@ -264,4 +302,4 @@ class Recorder:
         return frame
 
 
-__all__ = ["Recorder", "StepRecord", "Emissions", "STEP_COLUMNS", "STATUS_PENDING", "STATUS_DONE", "STATUS_FAILED"]
+__all__ = ["Recorder", "StepRecord", "Emissions", "LogHistogram", "STEP_COLUMNS", "STATUS_PENDING", "STATUS_DONE", "STATUS_FAILED"]

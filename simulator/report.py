@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from specdec_sim.safe_output import write_atomic, write_text_atomic
-from specdec_sim.simulator.summary import run_metadata
+from specdec_sim.simulator.summary import summary_record
 
 # (key, label, short label, format), in the order shown; PRIORITY says which go first when narrow
 TABLE_COLUMNS = (
@@ -53,15 +53,9 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def summary_record(result, spec: str, seed: int, run_info: dict | None = None) -> dict:
-    """What summary.json holds: vLLM's run keys, the metrics, the traffic, calibration and engine config."""
-    meta = run_metadata(result.requests, result.config, spec, seed, run_info)
-    described = {k: meta.pop(k) for k in ("traffic", "calibration_info", "version", "command")}
-    return {**meta, **result.summary, **described, "config": result.config.to_dict()}
-
-
-def write_result(result, directory: Path, spec: str, seed: int, run_info: dict | None = None) -> None:
-    """requests.csv, steps.parquet, then summary.json (last: its presence marks the policy finished)."""
+def write_result(result, directory: Path, spec: str, seed: int, run_info: dict | None = None) -> dict:
+    """requests.csv, steps.parquet, then summary.json (last: its presence marks the policy finished); returns the
+    summary.json record as written (JSON values: what a resumed run reads back)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / SUMMARY_FILE).unlink(missing_ok=True)  # a rerun is unfinished until its own summary lands
@@ -79,6 +73,7 @@ def write_result(result, directory: Path, spec: str, seed: int, run_info: dict |
     summary = {**summary_record(result, spec, seed, run_info), "files": files}
     text = json.dumps(json_safe(summary), indent=2, default=float, allow_nan=False) + "\n"
     write_text_atomic(directory / SUMMARY_FILE, text)
+    return json.loads(text)
 
 
 VOLATILE_KEYS = ("date", "command")  # when and how the run was started: differs between identical runs
@@ -284,19 +279,17 @@ def progress_reporter(total: int, label: str, disabled: bool = False, delay_s: f
             state["bar"].stop()
 
 
-def pricing_lines(config, results: list) -> str:
-    """Where the step times come from (the calibration's provenance) and what the policies priced with."""
+def pricing_lines(engine, results: list) -> str:
+    """Where the step times come from (the run's calibration and its provenance) and what the policies priced with."""
     from specdec_sim.costmodel.calibration import provenance_line
-    from specdec_sim.simulator.engine import build_cost_model
 
-    _, cal = build_cost_model(config)
-    line = provenance_line(cal)
+    line = provenance_line(engine.calibration)
     summary = next((r.summary for r in results if r.summary), {})
     view = summary.get("policy_calibration")
     if view and view != "same":
         mape = summary.get("policy_calibration_fit_mape_pct")
         fit = f" (fit to the truth: {mape:.1f} % mean error)" if isinstance(mape, (int, float)) else ""
         line += f"\npolicies priced steps with: {view}{fit}"
-    if config.step_time_noise:
-        line += f"\ntrue step times: log-normal noise, sigma {config.step_time_noise:g}"
+    if engine.config.step_time_noise:
+        line += f"\ntrue step times: log-normal noise, sigma {engine.config.step_time_noise:g}"
     return line

@@ -49,14 +49,16 @@ class StepPlan:
 
 
 class StepResult:
-    """What a step produced: tokens, accepted drafts, ITL gaps (seconds, count), finished requests."""
+    """What a step produced: tokens, accepted drafts, ITL gaps (seconds, count), the requests whose first token it
+    emitted (`started`) and the finished ones."""
 
-    __slots__ = ("emitted", "accepted", "itl_gaps", "finished")
+    __slots__ = ("emitted", "accepted", "itl_gaps", "started", "finished")
 
     def __init__(self) -> None:
         self.emitted = 0
         self.accepted = 0
         self.itl_gaps: list[tuple[float, int]] = []
+        self.started: list[Request] = []
         self.finished: list[Request] = []
 
 
@@ -327,6 +329,7 @@ class Scheduler:
             result.emitted += 1
             if req.first_token_s < 0:
                 req.first_token_s = now
+                result.started.append(req)
             else:
                 result.itl_gaps.append((now - req.last_token_s, 1))
             req.last_token_s = now

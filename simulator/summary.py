@@ -1,13 +1,24 @@
-"""Outcomes of a finished simulation: the per-request table and the summary under vLLM's key names.
+"""Outcomes of a finished simulation: the per-request table, the summary under vLLM's key names, summary.json.
 
-TTFT, TPOT, ITL and E2EL follow `vllm bench serve` (see metrics.py) and count only requests that
-finished; with none finished they are NaN (null in summary.json). `duration` is vLLM's benchmark
+summary.json is assembled here and nowhere else (`summary_record`), from the run's in-memory result
+(`run_summary` makes SimResult.summary: metrics, speculation counters, pricing, engine limits, prefix
+cache, vLLM's spec-decode keys) and the run's calibration; the report writes it and prints the table
+from the same record.
+
+TTFT, TPOT, ITL and E2EL are named and defined as `vllm bench serve` defines them and count only requests
+that finished: TTFT = first token - arrival; TPOT = (E2EL - TTFT) / (output_tokens - 1) for outputs > 1;
+ITL = gaps between consecutive emitted chunks (one per step that emits, so a speculative step that emits
+several tokens is one gap), pooled over the finished requests in the recorder's log-spaced histogram (its
+mean is exact); E2EL = finish - arrival. Percentiles use numpy's linear interpolation. A metric with no
+samples (nothing completed, or no output longer than one token) is NaN (null in summary.json), never a
+number made up from zero samples. `duration` is vLLM's benchmark
 duration (first arrival to last finish, s); `duration_s` is the same number under its older name.
 `request_goodput` is present always, null without --slo (as vLLM writes it without --goodput).
 Counters follow vLLM V1's spec-decode metrics (num_drafts, draft and accepted tokens).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterable
 
 import math
@@ -15,11 +26,50 @@ import math
 import numpy as np
 import pandas as pd
 
+from specdec_sim.acceptance.spec_metrics import run_spec_summary
 from specdec_sim.costmodel import Calibration
 from specdec_sim.simulator.config import SimConfig
-from specdec_sim.simulator.metrics import describe_histogram_ms, describe_ms, slo_good_mask
 from specdec_sim.simulator.request import Request
-from specdec_sim.simulator.recorder import STATUS_DONE, STATUS_FAILED, STATUS_PENDING, Recorder
+from specdec_sim.simulator.recorder import STATUS_DONE, STATUS_FAILED, STATUS_PENDING, LogHistogram, Recorder
+
+
+PERCENTILES = (50, 90, 99)
+
+
+def describe_ms(name: str, values_s: np.ndarray) -> dict[str, float]:
+    """mean/median/std/p90/p99 of a metric in milliseconds under vLLM key names (NaN without samples)."""
+    out: dict[str, float] = {}
+    if values_s.size == 0:
+        return {key: math.nan for key in metric_keys(name)}
+    ms = values_s * 1000.0
+    out[f"mean_{name}_ms"] = float(ms.mean())
+    out[f"median_{name}_ms"] = float(np.percentile(ms, 50))
+    out[f"std_{name}_ms"] = float(ms.std())
+    for p in PERCENTILES[1:]:
+        out[f"p{p}_{name}_ms"] = float(np.percentile(ms, p))
+    return out
+
+
+def metric_keys(name: str) -> list[str]:
+    """The summary keys describe_ms writes for `name`: mean, median, std, p90, p99 (ms)."""
+    return [f"mean_{name}_ms", f"median_{name}_ms", f"std_{name}_ms"] + [f"p{p}_{name}_ms" for p in PERCENTILES[1:]]
+
+
+def describe_histogram_ms(name: str, hist: LogHistogram) -> dict[str, float]:
+    out = {f"mean_{name}_ms": hist.mean() * 1000.0, f"median_{name}_ms": hist.percentile(50) * 1000.0,
+           f"std_{name}_ms": hist.std() * 1000.0}
+    for p in PERCENTILES[1:]:
+        out[f"p{p}_{name}_ms"] = hist.percentile(p) * 1000.0
+    return out
+
+
+def slo_good_mask(ttft_s: np.ndarray, tpot_s: np.ndarray, e2el_s: np.ndarray, slo_ms: dict[str, float]) -> np.ndarray:
+    """vLLM --goodput: a request is good iff every given metric is <= its SLO (TPOT of 1-token outputs is 0)."""
+    good = np.ones(ttft_s.shape, dtype=bool)
+    values = {"ttft": ttft_s, "tpot": np.nan_to_num(tpot_s, nan=0.0), "e2el": e2el_s}
+    for key, limit in slo_ms.items():
+        good &= values[key] * 1000.0 <= limit
+    return good
 
 
 def mark_unfinished(recorder: Recorder, in_flight: Iterable[Request], stopped: bool) -> None:
@@ -66,7 +116,7 @@ def policy_pricing(truth: Calibration, view: Calibration | None, config: SimConf
     return out
 
 
-def summarize(trace, rec: Recorder, config: SimConfig, policy_name: str, cal: Calibration, num_blocks: int,
+def run_metrics(trace, rec: Recorder, config: SimConfig, policy_name: str, cal: Calibration, num_blocks: int,
               peak_kv_fraction: float, policy_cal: Calibration | None = None) -> dict:
     done = rec.status == STATUS_DONE
     arrival = trace.arrival_s
@@ -108,6 +158,50 @@ def summarize(trace, rec: Recorder, config: SimConfig, policy_name: str, cal: Ca
     return summary
 
 
+@dataclass
+class EngineOutcome:
+    """What the engine hands the summary besides the recorder: the policy's name, the KV peak, the schedulers
+    (prefix-cache counters) and the pooled per-position acceptance counts."""
+
+    policy_name: str
+    peak_kv_fraction: float
+    schedulers: list
+    positions: object  # acceptance.spec_metrics.PositionCounts
+
+
+def engine_keys(limits, config: SimConfig) -> dict:
+    """The engine keys of summary.json: what was modelled and the limits it ran with."""
+    return {"engine": limits.engine, "max_num_seqs": limits.max_num_seqs,
+            "max_num_batched_tokens": limits.max_num_batched_tokens, "chunked_prefill": limits.chunked_prefill,
+            "spec_in_mixed_steps": limits.spec_in_prefill_steps, "prefix_caching": limits.prefix_caching,
+            "kv_watermark": limits.watermark, "max_model_len": limits.max_model_len, "max_tokens": config.max_tokens,
+            "oracle_lengths": config.oracle_lengths, "max_concurrency": config.max_concurrency}
+
+
+def prefix_cache_keys(schedulers) -> dict:
+    """Prefix-cache keys of summary.json (vLLM's hit rate: cached prompt tokens over prompt tokens looked up) and the
+    prefill tokens actually computed; the hit keys are null when no cache ran (no hashes, or caching off)."""
+    caches = [s.kv.prefix for s in schedulers if s.kv.prefix is not None]
+    queries = sum(c.query_tokens for c in caches)
+    hits = sum(c.hit_tokens for c in caches)
+    return {"prefix_cache_queries_tokens": queries if caches else None,
+            "prefix_cache_hits_tokens": hits if caches else None,
+            "prefix_cache_hit_rate": (hits / queries if queries else 0.0) if caches else None,
+            "prefill_tokens_computed": sum(s.prefill_tokens_computed for s in schedulers)}
+
+
+def run_summary(trace, rec: Recorder, engine, outcome: EngineOutcome) -> dict:
+    """A finished run's metrics under vLLM's key names (SimResult.summary): latency and throughput, the
+    speculation counters, what the policy priced with, the engine and its limits, the prefix cache, and
+    vLLM's spec-decode keys (acceptance/spec_metrics.py: absent when nothing was drafted)."""
+    summary = run_metrics(trace, rec, engine.config, outcome.policy_name, engine.calibration, engine.num_blocks,
+                          outcome.peak_kv_fraction, engine.policy_calibration)
+    summary.update(engine_keys(engine.limits, engine.config))
+    summary.update(prefix_cache_keys(outcome.schedulers))
+    summary.update(run_spec_summary(rec.draft_steps, rec.draft_tokens, rec.accepted_tokens, outcome.positions))
+    return summary
+
+
 VLLM_DATE_FORMAT = "%Y%m%d-%H%M%S"  # what `vllm bench serve` writes as "date"
 TRAFFIC_KEYS = ("trace", "trace_path", "trace_sha256", "rate", "burstiness", "num_requests", "time_scale",
                 "duration", "max_requests", "max_concurrency")
@@ -136,14 +230,8 @@ def offered_rate(arrival_s: np.ndarray) -> float | str:
     return len(arrival_s) / span if span > 0 else "inf"
 
 
-def calibration_record(name_or_path: str) -> dict:
-    """The calibration's description, device, fit error and provenance (an `error` entry if it cannot be read)."""
-    from specdec_sim.costmodel import CalibrationError, load_calibration
-
-    try:
-        cal = load_calibration(name_or_path)
-    except (CalibrationError, OSError, ValueError) as exc:
-        return {"name": str(name_or_path), "error": str(exc)}
+def calibration_record(cal: Calibration) -> dict:
+    """The calibration's description, device, fit error and provenance (summary.json's `calibration_info`)."""
     return {"name": cal.name, "description": cal.description, "device": cal.device, "fit_error": cal.fit_error,
             "provenance": cal.provenance}
 
@@ -159,10 +247,10 @@ def model_id(calibration: dict) -> str:
     return head.strip() if sep and head.strip() else str(calibration.get("name", ""))
 
 
-def run_metadata(requests: pd.DataFrame, config: SimConfig, spec: str, seed: int, run_info: dict | None) -> dict:
+def run_metadata(requests: pd.DataFrame, cal: Calibration, spec: str, seed: int, run_info: dict | None) -> dict:
     """vLLM `bench serve` run keys (date, model_id, num_prompts, request_rate, burstiness, max_concurrency), then ours."""
     info = dict(run_info or {})
-    calibration = calibration_record(config.calibration)
+    calibration = calibration_record(cal)
     synthetic = info.get("rate") is not None
     meta = {"date": run_date(info), "model_id": model_id(calibration), "num_prompts": int(len(requests)),
             "request_rate": info["rate"] if synthetic else offered_rate(requests["arrival_s"].to_numpy()),
@@ -184,3 +272,16 @@ def package_version() -> str:
         return version("specdec-sim")
     except PackageNotFoundError:
         return "unknown"
+
+
+def summary_record(result, spec: str, seed: int, run_info: dict | None = None) -> dict:
+    """summary.json of one policy, assembled here and only here from the in-memory result: vLLM's run keys, the
+    metrics, the traffic, the calibration the run advanced its clock with and the engine config."""
+    cal = result.calibration
+    if cal is None:  # a result made by hand, not by run_simulation
+        from specdec_sim.costmodel import load_calibration
+
+        cal = load_calibration(result.config.calibration)
+    meta = run_metadata(result.requests, cal, spec, seed, run_info)
+    described = {k: meta.pop(k) for k in ("traffic", "calibration_info", "version", "command")}
+    return {**meta, **result.summary, **described, "config": result.config.to_dict()}

@@ -11,17 +11,21 @@ given where they cannot apply, and a replay shorter than `--max-requests` is ref
 """
 from __future__ import annotations
 
+import functools
 import math
+import os
 from dataclasses import asdict, dataclass
 
 from specdec_sim.simulator.config import MAX_CLOCK_S, ConfigError, is_int, is_real
 from specdec_sim.simulator.options import option, parse_float, parse_int
-from specdec_sim.traces import BUNDLED_TRACES, FORMATS, Trace, TraceError, bundled_trace, load_trace, synthetic_trace
+from specdec_sim.traces import (BUNDLED_TRACES, FORMATS, Trace, TraceError, bundled_trace, check_enough, load_trace,
+                                synthetic_trace)
 from specdec_sim.acceptance.records import acceptance_request_trace, is_acceptance_trace
 
 MAX_TIME_SCALE = 1e9  # stretches one second of trace to ~31.7 years
 BURSTINESS_RANGE = (1e-3, 1e3)  # Gamma shape: CV^2 of inter-arrivals from 1000 down to 0.001
 RATE_ONLY = ("num_requests", "burstiness")  # fields that mean something only with --rate
+SYNTHETIC = "synthetic"  # trace name: no file, fixed synthetic lengths (traces.synthetic_trace's), with --rate
 
 
 @dataclass
@@ -114,6 +118,10 @@ def trace_path(name: str) -> str:
 def load_traffic(spec: TrafficSpec, seed: int = 0) -> Trace:
     """The requests `spec` describes; synthetic arrivals are seeded with `seed`."""
     spec.validate()
+    if spec.trace == SYNTHETIC:
+        if spec.rate is None:
+            raise ConfigError(f"--trace {SYNTHETIC}: synthetic lengths need --rate (arrivals at that rate)")
+        return _synthetic(None, spec, seed)
     path = trace_path(spec.trace)
     if is_acceptance_trace(path):  # an acceptance trace as the request trace: its records are the requests
         trace = _from_acceptance(path, spec, seed)
@@ -122,7 +130,7 @@ def load_traffic(spec: TrafficSpec, seed: int = 0) -> Trace:
         if spec.max_requests is not None and spec.duration_s is None:
             check_enough(trace, spec.max_requests, "--max-requests")
     else:
-        trace = _synthetic(load_trace(path, fmt=spec.format), spec, seed)
+        trace = _synthetic(length_pool(spec), spec, seed)
     check_clock(trace, spec)
     return trace
 
@@ -142,19 +150,44 @@ def _from_acceptance(path: str, spec: TrafficSpec, seed: int) -> Trace:
     return acceptance_request_trace(path, arrivals)
 
 
+@functools.lru_cache(maxsize=16)
+def _parsed(path: str, mtime_ns: int, size: int, fmt: str | None, time_scale: float, max_requests: int | None,
+            duration_s: float | None) -> Trace:
+    """A trace file parsed once per version (a sweep's runs and a capacity search's probes share it; a Trace is
+    immutable)."""
+    return load_trace(path, fmt=fmt, time_scale=time_scale, max_requests=max_requests, duration_s=duration_s)
+
+
+def _load(path: str, fmt: str | None = None, time_scale: float = 1.0, max_requests: int | None = None,
+          duration_s: float | None = None) -> Trace:
+    try:
+        stat = os.stat(path)
+    except OSError:  # load_trace names the problem
+        return load_trace(path, fmt=fmt, time_scale=time_scale, max_requests=max_requests, duration_s=duration_s)
+    return _parsed(path, stat.st_mtime_ns, stat.st_size, fmt, time_scale, max_requests, duration_s)
+
+
+def length_pool(spec: TrafficSpec, cut: bool = False) -> Trace:
+    """The (prompt, output) pairs synthetic arrivals resample: the whole trace, or with `cut` its first
+    --max-requests / --duration (what a capacity search's probes resample)."""
+    path = trace_path(spec.trace)
+    if cut:
+        return _load(path, spec.format, 1.0, spec.max_requests, spec.duration_s)
+    return _load(path, spec.format)
+
+
 def _replay(path: str, spec: TrafficSpec) -> Trace:
     """The trace file cut and re-timed; a re-timing that pushes arrivals off the clock names --time-scale."""
     try:
-        return load_trace(path, fmt=spec.format, time_scale=spec.time_scale, max_requests=spec.max_requests,
-                          duration_s=spec.duration_s)
+        return _load(path, spec.format, spec.time_scale, spec.max_requests, spec.duration_s)
     except TraceError as exc:
         if spec.time_scale == 1.0:
             raise
-        load_trace(path, fmt=spec.format, max_requests=spec.max_requests)  # raises if the file itself is bad
+        _load(path, spec.format, 1.0, spec.max_requests)  # raises if the file itself is bad
         raise ConfigError(f"--time-scale {spec.time_scale:g}: {exc}") from None
 
 
-def _synthetic(source: Trace, spec: TrafficSpec, seed: int) -> Trace:
+def _synthetic(source: Trace | None, spec: TrafficSpec, seed: int) -> Trace:
     """Arrivals at --rate with lengths resampled from `source`; a clock overflow names --rate/--burstiness."""
     try:
         if spec.duration_s is None:
@@ -175,18 +208,6 @@ def _first(trace: Trace, n: int | None) -> Trace:
                  trace.source, ids)
 
 
-def _check_enough_locally(trace: Trace, wanted: int, option: str = "--max-requests") -> None:
-    if len(trace) < wanted:
-        raise ConfigError(f"{option} {wanted}: {trace.source} has only {len(trace)} requests (to resample its "
-                          f"lengths at a rate, use --rate R --num-requests {wanted})")
-
-
-try:  # traces/ names the short trace itself (Trace.source) when it can
-    from specdec_sim.traces.model import check_enough
-except ImportError:  # pragma: no cover - older traces package
-    check_enough = _check_enough_locally
-
-
 def check_clock(trace: Trace, spec: TrafficSpec) -> None:
     """Refuse a trace whose last arrival the simulated clock cannot resolve at microsecond precision."""
     if len(trace) and not float(trace.arrival_s[-1]) <= MAX_CLOCK_S:
@@ -196,7 +217,8 @@ def check_clock(trace: Trace, spec: TrafficSpec) -> None:
                           f"{MAX_CLOCK_S:.0e} s float seconds no longer resolve microseconds")
 
 
-__all__ = ["TrafficSpec", "load_traffic", "trace_path", "inapplicable", "check_clock", "check_enough", "MAX_TIME_SCALE"]
+__all__ = ["TrafficSpec", "load_traffic", "length_pool", "trace_path", "inapplicable", "check_clock", "check_enough",
+           "MAX_TIME_SCALE", "SYNTHETIC", "closed_loop_times"]
 
 
 def closed_loop_times(trace: Trace, rate: float | None, max_concurrency: int | None) -> Trace:

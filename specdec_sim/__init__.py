@@ -46,14 +46,14 @@ _API: dict[str, str] = {  # public name -> "module:attribute"
     "RunSpec": "specdec_sim.simulator.sweep.runner:RunSpec",
     "run_sweep": "specdec_sim.simulator.sweep.runner:run_sweep",
     "simulate_run": "specdec_sim.simulator.sweep.runner:simulate",
-    "summarize_sweep": "specdec_sim.simulator.sweep.plots:summarize",
+    "summarize_sweep": "specdec_sim.simulator.sweep.plots:mean_over_seeds",
     "speedup_table": "specdec_sim.simulator.sweep.plots:speedup_table",
     "plot_latency_vs_rate": "specdec_sim.simulator.sweep.plots:plot_latency_vs_rate",
     "plot_speedup_vs_rate": "specdec_sim.simulator.sweep.plots:plot_speedup_vs_rate",
     "plot_timeline": "specdec_sim.simulator.sweep.plots:plot_timeline",
-    "merge_passes": "specdec_sim.profiler.fit:merge_passes",
-    "predict_ms": "specdec_sim.profiler.fit:predict_ms",
-    "samples_from_rows": "specdec_sim.profiler.fit:samples_from_rows",
+    "merge_passes": "specdec_sim.profiler.measure_fit:merge_passes",
+    "predict_ms": "specdec_sim.profiler.measure_fit:predict_ms",
+    "samples_from_rows": "specdec_sim.profiler.measure_fit:samples_from_rows",
 }
 
 __all__ = ["__version__", *_API]

@@ -3,7 +3,7 @@
 A `Case` is one command line of `simulate`, `sweep` or `profile-gpu` with what it may do: `error`
 (exit 2, one stderr line `PROG: error: ...`, naming `names` when given), `ok` (exit 0) or
 `either`. Hundreds of cases at ~1 s of interpreter start each would not fit the test budget, so
-`run_cases` starts one server process (this file run as a script) that imports the CLIs once and
+`run_cases` starts one server process (tests/adversarial_server.py) that imports the CLIs once and
 forks a child per case: stdin from /dev/null, stdout/stderr to files, a memory cap, and a
 wall-clock limit enforced by the server (SIGKILL; reported as `timed_out`). The child calls the
 command's `main(argv)` as its console script does; an exception escaping `main` prints a
@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import subprocess
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,7 +121,8 @@ def run_cases(cases: list[Case], workdir: Path, jobs: int = 2, timeout_s: float 
     request = {"cases": [asdict(c) for c in cases], "workdir": str(workdir), "jobs": jobs,
                "timeout_s": timeout_s, "memory_cap": MEMORY_CAP_BYTES}
     budget = timeout_s * (len(cases) / jobs + 2) + 60
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--serve"], input=json.dumps(request),
+    server = Path(__file__).resolve().with_name("adversarial_server.py")
+    proc = subprocess.run([sys.executable, str(server), "--serve"], input=json.dumps(request),
                           capture_output=True, text=True, timeout=budget, cwd=str(workdir))
     results: dict[str, Outcome] = {}
     for line in proc.stdout.splitlines():
@@ -285,122 +284,3 @@ POLICY_SPECS = {
     "unicode_digits": ("fixed:k=\u0663", "either"), "emoji": ("\U0001f680:\U0001f680", "error"),
     "vllm_table_garbage": ("vllm-table:table=zz", "error"),
 }
-
-
-
-# --- the server (this file run as a script) -------------------------------------------------------
-
-# Imported once in the server so that forked children do not pay for them (the CLIs import lazily).
-WARM_MODULES = ("specdec_sim.simulator.engine", "specdec_sim.simulator.report", "specdec_sim.simulator.sweep.runner",
-                "specdec_sim.simulator.sweep.capacity", "specdec_sim.simulator.sweep.plots", "matplotlib.pyplot",
-                "pyarrow.parquet", "pyarrow.csv", "rich.console", "rich.progress", "scipy.optimize")
-WARM_PROFILER = ("torch", "transformers", "specdec_sim.profiler.measure", "specdec_sim.profiler.models",
-                 "specdec_sim.profiler.fit", "specdec_sim.profiler.plots")
-
-
-def _warm(modules: tuple[str, ...]) -> None:
-    import importlib
-
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - a module that moved or is missing only costs time
-            pass
-
-
-def _mains() -> dict[str, Any]:
-    from specdec_sim.profiler.cli import main as profile_main
-    from specdec_sim.simulator.cli import main as simulate_main
-    from specdec_sim.simulator.sweep.cli import main as sweep_main
-
-    return {"simulate": simulate_main, "sweep": sweep_main, "profile-gpu": profile_main}
-
-
-def _child(case: dict, folder: Path, mains: dict[str, Any], memory_cap: int) -> None:
-    """In the forked child: isolate, run main(argv) as the console script would, exit with its code."""
-    import resource
-    import signal
-    import traceback
-
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
-        signal.signal(sig, signal.SIG_DFL if sig != signal.SIGINT else signal.default_int_handler)
-    resource.setrlimit(resource.RLIMIT_AS, (memory_cap, memory_cap))
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    for fd, name in ((1, "stdout"), (2, "stderr")):
-        handle = os.open(folder / f"_{name}.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.dup2(handle, fd)
-    os.chdir(folder)
-    argv = [a.replace("{tmp}", str(folder)) for a in case["argv"]]
-    sys.argv = [case["prog"], *argv]
-    rc = 1
-    try:
-        code = mains[case["prog"]](argv)
-        rc = code if isinstance(code, int) else (0 if code is None else 1)
-    except SystemExit as exc:
-        rc = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except BaseException:  # noqa: BLE001 - what the console script would print
-        traceback.print_exc()
-        rc = 1
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    finally:
-        os._exit(rc & 0xFF)
-
-
-def _read(path: Path, limit: int = 20_000) -> str:
-    try:
-        return path.read_bytes()[:limit].decode("utf-8", "replace")
-    except OSError:
-        return ""
-
-
-def serve(request: dict) -> None:
-    import signal
-
-    os.environ.setdefault("MPLBACKEND", "Agg")
-    mains = _mains()
-    _warm(WARM_MODULES)
-    if any(c["prog"] == "profile-gpu" for c in request["cases"]):
-        _warm(WARM_PROFILER)
-    pending = list(request["cases"])
-    running: dict[int, tuple[dict, float]] = {}
-    workdir = Path(request["workdir"])
-    while pending or running:
-        while pending and len(running) < request["jobs"]:
-            case = pending.pop(0)
-            folder = workdir / case["id"]
-            sys.stdout.flush()
-            pid = os.fork()
-            if pid == 0:
-                _child(case, folder, mains, request["memory_cap"])
-            running[pid] = (case, time.monotonic())
-        pid, status = os.waitpid(-1, os.WNOHANG)
-        if pid == 0:
-            now = time.monotonic()
-            for rpid, (case, started) in list(running.items()):
-                if now - started > request["timeout_s"]:
-                    os.kill(rpid, signal.SIGKILL)
-                    os.waitpid(rpid, 0)
-                    _report(case, workdir, -9, now - started, timed_out=True)
-                    del running[rpid]
-            time.sleep(0.01)
-            continue
-        if pid not in running:
-            continue  # a grandchild re-parented to us, not a case
-        case, started = running.pop(pid)
-        rc = os.waitstatus_to_exitcode(status)
-        _report(case, workdir, rc, time.monotonic() - started, timed_out=False)
-
-
-def _report(case: dict, workdir: Path, rc: int, wall: float, timed_out: bool) -> None:
-    folder = workdir / case["id"]
-    print(json.dumps({"id": case["id"], "rc": rc, "stdout": _read(folder / "_stdout.txt"),
-                      "stderr": _read(folder / "_stderr.txt"), "wall_s": round(wall, 3),
-                      "timed_out": timed_out, "workdir": str(folder)}), flush=True)
-
-
-if __name__ == "__main__":
-    if sys.argv[1:] == ["--serve"]:
-        serve(json.loads(sys.stdin.read()))

@@ -25,7 +25,7 @@ NINE_POINTS = ["--grid", "quick", "--batch-sizes", "1,2,4", "--query-tokens", "1
 def fake_timing(noise: float = 0.0):
     """A time_forward stand-in: 1 ms + 0.1 ms per batched token + 1 us per KV token, times a seeded
     noise factor in [1 - noise, 1 + noise] that depends only on the shape."""
-    from specdec_sim.profiler.timing import Timing
+    from specdec_sim.profiler.measure_timing import Timing
 
     def timed(model, batch, query, context, *args, **kwargs):
         jitter = np.random.default_rng(batch * 1000 + query * 10 + context).uniform(1 - noise, 1 + noise)

@@ -10,7 +10,6 @@ pure entry points (trace reader, calibration loader, policy-spec parser) also ge
 from __future__ import annotations
 
 import argparse
-import json
 import random
 from pathlib import Path
 
@@ -299,7 +298,7 @@ def test_any_target_coefficients_load_sanely_or_raise_calibration_error(target):
     """A calibration either loads with finite, non-negative step times or is refused with CalibrationError."""
     from specdec_sim.costmodel import CalibrationError, CostModel
     from specdec_sim.costmodel.calibration import calibration_from_dict
-    from specdec_sim.costmodel.shape import uniform_shape
+    from specdec_sim.costmodel.model import uniform_shape
 
     data = shipped_calibration()
     data["target"] = target

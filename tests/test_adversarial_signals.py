@@ -42,7 +42,7 @@ ORPHAN_GRACE_S = 10.0
 LAUNCHER = ("import importlib, os, sys; m = importlib.import_module(sys.argv[1]); "
             "open(os.environ['ADV_READY'], 'w').close(); sys.argv = sys.argv[2:]; sys.exit(m.main())")
 MODULES = {"simulate": "specdec_sim.simulator.cli", "sweep": "specdec_sim.simulator.sweep.cli",
-           "profile-gpu": "specdec_sim.profiler.cli"}
+           "profile-gpu": "specdec_sim.profiler.measure_cli"}
 EXPECTED_RC = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGKILL: -signal.SIGKILL}
 
 

@@ -15,12 +15,13 @@ import pytest
 
 from specdec_sim.costmodel import (CostModel, available_calibrations, calibration_from_dict, load_calibration,
                                    uniform_shape)
-from specdec_sim.costmodel.hardware import ARCHITECTURES, GPUS
-from specdec_sim.profiler import build_cli
-from specdec_sim.profiler.build import SERVING_PARAMS, BuildError, build_calibration, make_setting
+from specdec_sim.costmodel.architectures import ARCHITECTURES
+from specdec_sim.costmodel.hardware import GPUS
+from specdec_sim.profiler import roofline_cli as build_cli
+from specdec_sim.profiler.roofline_build import SERVING_PARAMS, BuildError, build_calibration, make_setting
 from specdec_sim.profiler.published import COLUMNS, PublishedError, read_published
 from specdec_sim.acceptance.rates import alpha_from_acceptance_length, expected_tokens
-from specdec_sim.profiler.serving import predict
+from specdec_sim.profiler.roofline_serving import predict
 from specdec_sim.profiler.vidur import VIDUR_OPS, fit_allreduce, fit_efficiency, read_vidur_compute
 
 H100 = GPUS["h100-sxm"]
@@ -259,9 +260,9 @@ def test_cli_tp_and_gpu_without_vidur_table(tmp_path, capsys):
 
 @pytest.mark.parametrize("change, message", [
     (["--gpu", "h900"], "unknown GPU 'h900' (known: h100-sxm"),
-    (["--target", "llama9"], "unknown architecture 'llama9' (known:"),
+    (["--target", "llama9"], "unknown model 'llama9': neither a registry name ("),
     (["--proposer", "medusa"], "--proposer 'medusa' must be eagle"),
-    (["--proposer", "draft:nope"], "--proposer draft:nope: unknown architecture"),
+    (["--proposer", "draft:nope"], "--proposer draft:nope: unknown model 'nope'"),
     (["--tp", "0"], "--tp 0 must be in 1..64"),
     (["--published", "/nonexistent.csv"], "--published /nonexistent.csv: no such file"),
     (["--vidur", "/nonexistent"], "--vidur /nonexistent: not a directory"),

@@ -26,9 +26,9 @@ from specdec_sim.costmodel import (CALIBRATION_DIR, CalibrationError, CostModel,
 from specdec_sim.costmodel.calibration import calibration_from_dict, check_step_times
 from specdec_sim.safe_output import write_text_atomic
 from specdec_sim.costmodel.coefficients import ValidRange, lowest_forward
-from specdec_sim.profiler.calibrate import build_calibration
-from specdec_sim.profiler.fit import FIXED_FLOOR_MS, Samples, fit_forward
-from specdec_sim.profiler.models import model_shape
+from specdec_sim.profiler.measure_calibration import build_calibration
+from specdec_sim.profiler.measure_fit import FIXED_FLOOR_MS, Samples, fit_forward
+from specdec_sim.costmodel.architectures import architecture
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -224,7 +224,7 @@ def test_every_profiler_fit_makes_a_calibration_that_loads(batches, queries, con
 
     assume(len(batches) * len(contexts) * (len(queries) + len(chunks)) >= 6)  # the profiler fits >= 6 points
     rows = fit_rows(batches, queries, contexts, chunks, draw_ms)
-    cal = build_calibration(rows, "fit", model_shape("tiny-llama"), model_shape("tiny-draft"), "fp32", 8.0, {})
+    cal = build_calibration(rows, "fit", architecture("tiny-llama"), architecture("tiny-draft"), "fp32", 8.0, {})
     loaded = calibration_from_dict(json.loads(json.dumps(cal.to_dict())), "fit.json")
     for coef in (loaded.target, loaded.draft.forward):
         assert coef.fixed_ms >= FIXED_FLOOR_MS and coef.per_seq_ms >= 0 and coef.per_kv_token_ms >= 0
@@ -256,7 +256,7 @@ def test_fixture_calibration_fits_and_simulate_runs_on_it(tmp_path):
 
     rows = fixture_rows()
     assert len(rows) == 38 and {r["device"] for r in rows} == {"CPU x86_64 (2 threads)"}
-    cal = build_calibration(rows, "fixture-cpu", model_shape("tiny-llama"), model_shape("tiny-draft"), "fp32",
+    cal = build_calibration(rows, "fixture-cpu", architecture("tiny-llama"), architecture("tiny-draft"), "fp32",
                             23.5, {"source": str(MEASURED.name)})
     assert cal.target.per_seq_ms == 0.0  # the unconstrained fit of these rows had -0.0149 here
     path = tmp_path / "calibration.json"

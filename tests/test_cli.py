@@ -9,6 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import specdec_sim
+
 from specdec_sim.simulator.cli import main
 
 SIMULATE = [sys.executable, "-m", "specdec_sim.simulator.cli"]
@@ -92,3 +94,10 @@ def test_help_explains_options_with_units():
     assert proc.returncode == 0
     for text in ("--time-scale", "req/s", "--kv-blocks", "ms", "--max-k"):
         assert text in proc.stdout
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"simulate {specdec_sim.__version__}"

@@ -367,14 +367,7 @@ def test_duration_with_rate_generates_arrivals_for_that_long():
     assert len(capped) == 10 and (capped.arrival_s == trace.arrival_s[:10]).all()
 
 
-# ---- 6. --version; 7. progress -----------------------------------------------------------------------
-def test_version(capsys):
-    with pytest.raises(SystemExit) as exit_:
-        main(["--version"])
-    assert exit_.value.code == 0
-    assert capsys.readouterr().out.strip() == f"simulate {specdec_sim.__version__}"
-
-
+# ---- 6. progress (--version: test_cli.py) -----------------------------------------------------------------------
 def test_every_run_goes_through_the_progress_reporter(monkeypatch, capsys):
     import contextlib
 

@@ -11,7 +11,7 @@ from specdec_sim.simulator.config import ConfigError, SimConfig
 from specdec_sim.costmodel import CostModel, StepShape, load_calibration
 from specdec_sim.acceptance.rates import expected_tokens
 from specdec_sim.simulator.engine import run_simulation
-from specdec_sim.simulator.metrics import LogHistogram
+from specdec_sim.simulator.recorder import LogHistogram
 from specdec_sim.traces import Trace, synthetic_trace
 
 

@@ -34,7 +34,7 @@ def test_wheel_has_one_top_level_package_and_its_data(wheel):
     assert tops == {"specdec_sim"}
     for data in ("specdec_sim/costmodel/calibrations/turbospec-llama3-8b-eagle-h100.json",
                  "specdec_sim/traces/data/azure2023_conv_first30min.csv",
-                 "specdec_sim/profiler/configs/tiny-llama.json"):
+                 "specdec_sim/acceptance/profiles/sharegpt-eagle.json"):
         assert data in names
     entry = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "simulate = specdec_sim.simulator.cli:main" in entry
@@ -56,7 +56,7 @@ def test_installed_beside_same_named_packages_both_work(wheel, tmp_path):
              f"assert specdec_sim.__file__.startswith({str(target)!r}), specdec_sim.__file__\n"
              "assert [m.WHO for m in (simulator, policies, traces, profiler)] == "
              f"{[f'the other {n}' for n in OTHERS]!r}\n"
-             "from specdec_sim.profiler.cli import main as profile\n"
+             "from specdec_sim.profiler.measure_cli import main as profile\n"
              "try:\n    profile(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
              "print('ok')\n")
     proc = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path[:0] = {[str(target), str(others)]!r}\n"

@@ -309,16 +309,15 @@ class _Req:
     """What `Emissions` reads of a request in flight."""
 
     def __init__(self, index: int):
-        self.index, self.first_token_s, self.last_token_s, self.blocks, self.preemptions = index, -1.0, -1.0, 0, 0
+        self.index, self.first_token_s, self.last_token_s = index, -1.0, -1.0
 
 
 def test_emissions_give_back_exact_gaps_and_stay_bounded():
     from specdec_sim.simulator.recorder import Emissions
 
     em, a, b = Emissions(), _Req(0), _Req(1)
-    em.unstarted.extend([a, b])
     a.first_token_s = a.last_token_s = 0.0
-    em.collect_starters(lambda i: True)
+    em.start(a)  # the scheduler reports a's first token (StepResult.started)
     b_times = []
     for t in range(1, 30_001):
         now = t * 0.01
@@ -333,14 +332,13 @@ def test_emissions_give_back_exact_gaps_and_stay_bounded():
             expected = 2
         assert em.emitted(now, expected) == expected
         if t == 20_000:
-            em.collect_starters(lambda i: True)
+            em.start(b)
     assert em.gaps(1) == [b_times[j] - b_times[j - 1] for j in range(1, len(b_times))]
     gaps_a = em.gaps(0)
     assert len(gaps_a) == 30_000 and gaps_a[0] == 0.01 and gaps_a[-1] == pytest.approx(0.01)
     c = _Req(2)
     c.first_token_s = c.last_token_s = 400.0
-    em.unstarted.append(c)
-    em.collect_starters(lambda i: True)
+    em.start(c)
     for t in range(1, 20_001):
         c.last_token_s = 400.0 + t
         em.emitted(c.last_token_s, 1)

@@ -175,7 +175,7 @@ def test_build_table_cli(tmp_path, capsys):
     assert build_table_main(["--calibration", "no-such-calibration"]) == 2
     assert build_table_main(["--out", str(tmp_path / "missing" / "t.json"), "--max-batch", "2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 4 and all(line.startswith("build_table: error:") for line in err)
+    assert len(err) == 4 and all(line.startswith("build-k-table: error:") for line in err)
 
 
 # ---- spec parsing ---------------------------------------------------------------------------

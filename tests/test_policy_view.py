@@ -13,7 +13,7 @@ from specdec_sim.costmodel import (Calibration, CostModel, DraftCost, ForwardCoe
                                    calibration_from_dict, load_calibration, step_shape, uniform_shape)
 from specdec_sim.costmodel.calibration import CalibrationError, provenance_line
 from specdec_sim.costmodel.policy_view import ProfileGrid, fitted_policy_view, profile_shapes
-from specdec_sim.costmodel.shape import PrefillTerms
+from specdec_sim.costmodel.model import PrefillTerms
 from specdec_sim.simulator.step_noise import StepTimeNoise
 
 KNEE = ForwardCoefficients(fixed_ms=6.0, per_kv_token_ms=4e-5, knee_tokens=128.0, after_knee_ms=0.024)

@@ -15,10 +15,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from specdec_sim.profiler import cli, measure  # noqa: E402
-from specdec_sim.profiler.fit import Samples, fit_forward, fit_profile, predict_ms  # noqa: E402
-from specdec_sim.profiler.grid import PRESETS, GridError, build_grid, grid_spec  # noqa: E402
-from specdec_sim.profiler.models import available_models, load_config, model_shape  # noqa: E402
+from specdec_sim.profiler import measure, measure_cli as cli  # noqa: E402
+from specdec_sim.profiler.measure_fit import Samples, fit_forward, fit_measurements, predict_ms
+from specdec_sim.profiler.measure_grid import PRESETS, GridError, build_grid, grid_spec
+from specdec_sim.costmodel.architectures import ARCHITECTURES, architecture, model_config  # noqa: E402
 from specdec_sim.costmodel import CostModel, ForwardCoefficients, load_calibration, uniform_shape  # noqa: E402
 
 from profiler_helpers import SMALL_GRID, TINY, read_rows  # noqa: E402
@@ -136,22 +136,23 @@ def test_fit_drops_collinear_columns_and_reports_holdout_error():
              "median_ms": 0.5 + 0.01 * b + 1e-5 * b * c} for b in (1, 2, 4, 8, 16) for c in (64, 256, 1024)]
     rows += [{"role": "target", "kind": "verify", "batch": b, "query": q, "context": c, "status": "ok",
               "median_ms": 2 + 0.05 * b * q + 1e-4 * b * c} for b in (1, 4, 16) for q in (1, 4) for c in (64, 512)]
-    target, draft, err = fit_profile(rows, seed=0)
+    target, draft, err = fit_measurements(rows, seed=0)
     assert draft.coefficients.per_seq_ms == 0.0  # B == N_batched for query 1: one of them is dropped
     assert draft.coefficients.per_batched_token_ms == pytest.approx(0.01, rel=1e-6)
     assert err["mape_pct"] < 1e-6 and err["n_test"] == 3 + 2 and err["n_train"] == 12 + 10
 
 
-def test_bundled_configs_and_shapes():
-    names = set(available_models())
-    assert {"llama-2-7b", "vicuna-7b", "llama-3.1-8b", "llama-3.1-70b", "llama-3.2-1b", "llama-68m", "llama-160m",
+def test_registry_shapes_and_configs():
+    names = set(ARCHITECTURES)
+    assert {"llama2-7b", "vicuna-7b", "llama3.1-8b", "llama3.1-70b", "llama3.2-1b", "llama-68m", "llama-160m",
             "qwen2.5-7b", "qwen2.5-0.5b", "tiny-llama", "tiny-draft"} <= names
-    assert model_shape("llama-3.1-8b").params == pytest.approx(8.03e9, rel=0.005)
-    assert model_shape("llama-3.1-70b").params == pytest.approx(70.55e9, rel=0.005)
-    assert model_shape("llama-3.1-8b").kv_bytes_per_token("bf16") == 131072
+    assert architecture("llama3.1-8b").params == pytest.approx(8.03e9, rel=0.005)
+    assert architecture("llama3.1-70b").params == pytest.approx(70.55e9, rel=0.005)
+    assert architecture("llama3.1-8b").kv_bytes_per_token(2) == 131072
+    assert architecture("llama-3.1-8b") is architecture("llama3.1-8b")  # the profiler's old spelling: an alias
     from transformers import LlamaConfig, Qwen2Config
     for name in names:
-        cfg = {k: v for k, v in load_config(name).items() if not k.startswith("_")}
+        cfg = {k: v for k, v in model_config(name).items() if not k.startswith("_")}
         built = (Qwen2Config if cfg["model_type"] == "qwen2" else LlamaConfig)(**cfg)
         assert built.num_hidden_layers == cfg["num_hidden_layers"]
 
@@ -271,7 +272,7 @@ def test_models_that_do_not_fit_are_a_one_line_error(tmp_path, monkeypatch, caps
 def test_local_model_directory_with_config_json(tmp_path):
     model_dir = tmp_path / "my-model"
     model_dir.mkdir()
-    (model_dir / "config.json").write_text(json.dumps(load_config("tiny-draft")))
+    (model_dir / "config.json").write_text(json.dumps(model_config("tiny-draft")))
     out = tmp_path / "out"
     argv = ["--target", str(model_dir), "--device", "cpu", "--threads", "1", "--warmup", "0", "--repeats", "1",
             "--quiet", "--grid", "quick", "--batch-sizes", "1,2,4", "--query-tokens", "1,2", "--context-lengths",
@@ -295,7 +296,7 @@ def test_passes_measure_each_point_once_per_pass_and_fit_the_median(tmp_path, mo
     assert len(calls) == 9  # only the third pass is new
     cal = load_calibration(tmp_path / "calibration.json")
     assert "median of 3 passes" in cal.description and cal.provenance["passes"] == 3
-    from specdec_sim.profiler.fit import merge_passes
+    from specdec_sim.profiler.measure_fit import merge_passes
     merged = merge_passes(read_rows(tmp_path / "measurements.csv"))
     assert len(merged) == 9 and all(m["passes"] == 3 for m in merged)
 

@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from specdec_sim.profiler import cli, measure  # noqa: E402
+from specdec_sim.profiler import measure, measure_cli as cli  # noqa: E402
 from specdec_sim.costmodel import load_calibration  # noqa: E402
 from profiler_helpers import NINE_POINTS, TINY, fake_timing, one_line_error, read_rows  # noqa: E402
 

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from specdec_sim.costmodel import PrefillTerms
-from specdec_sim.costmodel.shape import level_counts_of, shape_from_levels, step_shape
+from specdec_sim.costmodel.model import level_counts_of, shape_from_levels, step_shape
 from specdec_sim.policies.base import FixedK
 from specdec_sim.acceptance.draws import AcceptanceDrawer
 from specdec_sim.simulator.config import SimConfig

@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 
 from specdec_sim.simulator.sweep.capacity import CapacityTask, ProbeSpec, capacity_task, capacity_tasks
 from specdec_sim.simulator.config import ConfigError
-from specdec_sim.simulator.sweep.plots import plot_sweep, plot_timeline, speedup_table, summarize
+from specdec_sim.simulator.sweep.plots import plot_sweep, plot_timeline, speedup_table, mean_over_seeds
 from specdec_sim.simulator.sweep.runner import (RunSpec, SweepSpec, execute_run, expand_grid, run_sweep, run_tasks,
                              simulate, stable_hash)
 
@@ -190,7 +190,7 @@ def test_engine_axis_expands_and_keeps_single_valued_run_ids():
 def test_summaries_give_mean_std_and_seed_count(tmp_path):
     spec = small_spec(policies=["none", "fixed:3"], rates=[2.0, 8.0], seeds=[0, 1, 2])
     df = run_sweep(spec, tmp_path, workers=0, progress=False)
-    table = summarize(df)
+    table = mean_over_seeds(df)
     assert len(table) == 4 and (table["seeds"] == 3).all()
     for m in ("mean_e2el_ms", "p99_e2el_ms"):
         rows = df[(df["policy"] == "fixed:3") & (df["rate"] == 8.0)][m]

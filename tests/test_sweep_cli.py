@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from specdec_sim.simulator.sweep.cli import build_parser, main, make_plan
+from specdec_sim.simulator.sweep.cli import build_parser, main, make_sweep_plan
 
 BASE = ["--trace", "sharegpt", "--max-requests", "60", "--no-progress"]
 
@@ -17,13 +17,13 @@ def one_line_error(capsys, argv: list[str]) -> str:
 
 
 def test_options_make_the_cartesian_grid(tmp_path):
-    plan = make_plan(build_parser().parse_args(
+    plan = make_sweep_plan(build_parser().parse_args(
         ["--trace", "t.csv", "--max-requests", "800", "--policies", "none;fixed:3;fixed:k=2",
          "--time-scales", "1,4", "--seeds", "0,1", "--out", str(tmp_path), "--workers", "2"]))
     spec = plan.spec
     assert spec.policies == ["none", "fixed:3", "fixed:k=2"] and spec.time_scales == [1.0, 4.0]
     assert spec.seeds == [0, 1] and spec.max_requests == 800 and plan.workers == 2
-    repeat = make_plan(build_parser().parse_args(
+    repeat = make_sweep_plan(build_parser().parse_args(
         ["--policy", "fixed:k=3", "--policy", "none", "--seeds", "0-3", "--out", "x", "--set", "max_k=5",
          "--acceptance", "0.7", "--slo", "ttft:200,tpot:50"]))
     assert repeat.spec.policies == ["fixed:k=3", "none"] and repeat.spec.seeds == [0, 1, 2, 3]
@@ -173,23 +173,23 @@ def test_version(capsys):
 
 
 def test_repeated_set_and_toml_lists_are_engine_axes(tmp_path):
-    plan = make_plan(build_parser().parse_args(
+    plan = make_sweep_plan(build_parser().parse_args(
         ["--set", "acceptance=0.5", "--set", "acceptance=0.8", "--set", "max_k=5", "--rates", "2",
          "--out", str(tmp_path)]))
     assert plan.spec.engine_axes == {"acceptance": [0.5, 0.8]} and plan.spec.engine == {"max_k": 5}
     runs = expand_grid(plan.spec)
     assert sorted(dict(r.engine)["acceptance"] for r in runs) == [0.5, 0.8]
-    single = make_plan(build_parser().parse_args(["--set", "acceptance=0.5", "--set", "max_k=5", "--rates", "2",
+    single = make_sweep_plan(build_parser().parse_args(["--set", "acceptance=0.5", "--set", "max_k=5", "--rates", "2",
                                                   "--out", str(tmp_path)]))
     assert single.spec.engine_axes == {} and expand_grid(single.spec)[0].run_id in {r.run_id for r in runs}
     cfg = tmp_path / "axis.toml"
     cfg.write_text("[sweep]\nout = 'o'\n[engine]\nacceptance = [0.5, 0.8]\nmax_k = 5\n"
                    "position_rates = [0.9, 0.8]\n")
-    toml_plan = make_plan(build_parser().parse_args(["--config", str(cfg)]))
+    toml_plan = make_sweep_plan(build_parser().parse_args(["--config", str(cfg)]))
     assert toml_plan.spec.engine_axes == {"acceptance": [0.5, 0.8]}
     assert toml_plan.spec.engine == {"max_k": 5, "position_rates": [0.9, 0.8]}  # one list-valued option
     cfg.write_text("[sweep]\nout = 'o'\n[engine]\nposition_rates = [[0.9], [0.8, 0.7]]\n")
-    assert make_plan(build_parser().parse_args(["--config", str(cfg)])).spec.engine_axes == {
+    assert make_sweep_plan(build_parser().parse_args(["--config", str(cfg)])).spec.engine_axes == {
         "position_rates": [[0.9], [0.8, 0.7]]}
 
 
@@ -220,7 +220,7 @@ def test_config_paths_resolve_against_the_config_file(tmp_path, monkeypatch):
     cfg.write_text("[sweep]\ntraces = ['data/t.csv', 'sharegpt']\ncalibrations = ['cal.json', "
                    "'turbospec-llama3-8b-eagle-h100']\nout = 'results'\nplot = 'figs'\n")
     monkeypatch.chdir(tmp_path)
-    plan = make_plan(build_parser().parse_args(["--config", "exp/c.toml"]))
+    plan = make_sweep_plan(build_parser().parse_args(["--config", "exp/c.toml"]))
     assert plan.spec.traces == ["exp/data/t.csv", "sharegpt"]
     assert plan.spec.calibrations == ["exp/cal.json", "turbospec-llama3-8b-eagle-h100"]
     assert plan.out == Path("exp/results") and plan.plot == Path("exp/figs")

@@ -40,8 +40,9 @@ from typing import Any, Callable, Mapping
 import pandas as pd
 
 from specdec_sim.simulator.config import ConfigError
-from specdec_sim.simulator.sweep.runner import (STATUS_ERROR, STATUS_OK, SYNTHETIC, RunSpec, load_lengths,
-                                                one_line, stable_hash)
+from specdec_sim.simulator.sweep.executors import one_line
+from specdec_sim.simulator.sweep.runner import STATUS_ERROR, STATUS_OK, RunSpec, stable_hash, traffic_of
+from specdec_sim.simulator.traffic import SYNTHETIC, length_pool
 
 STATS = ("mean", "median", "p90", "p99")
 METRICS = ("ttft", "tpot", "itl", "e2el")
@@ -191,7 +192,7 @@ class ProbeSpec:
 
 def steady_metrics(result: Any, warmup_s: float) -> dict[str, float]:
     """SLO metrics over the requests arriving at or after `warmup_s` (unfinished ones count as failed)."""
-    from specdec_sim.simulator.metrics import describe_ms
+    from specdec_sim.simulator.summary import describe_ms
 
     req = result.requests
     measured = req[req["arrival_s"] >= warmup_s]
@@ -211,14 +212,15 @@ def simulator_run_fn(base: RunSpec, probe: ProbeSpec = ProbeSpec()) -> RunFn:
     `base`'s trace, measured after the warm-up; the same seed for every rate."""
     from specdec_sim import traces
     from specdec_sim.simulator.engine import run_simulation
+    from specdec_sim.simulator.prepared import prepare_engine
 
-    config = base.sim_config()
-    lengths = None if base.trace == SYNTHETIC else load_lengths(base)
+    engine = prepare_engine(base.sim_config())  # once per search: every probe shares the calibration and its view
+    lengths = None if base.trace == SYNTHETIC else length_pool(traffic_of(base), cut=True)
 
     def run(rate: float) -> Mapping[str, float]:
         window = probe.window_s(rate)
         trace = traces.synthetic_trace(rate, duration_s=window, lengths_from=lengths, seed=base.seed)
-        result = run_simulation(trace, config, policy=base.policy, seed=base.seed)
+        result = run_simulation(trace, engine.config, policy=base.policy, seed=base.seed, engine=engine)
         return steady_metrics(result, probe.warmup * window)
 
     return run
@@ -229,7 +231,7 @@ def length_sample_warning(base: RunSpec) -> str:
     ConfigError below MIN_LENGTH_PAIRS."""
     if base.trace == SYNTHETIC:
         return ""
-    n = len(load_lengths(base).arrival_s)
+    n = len(length_pool(traffic_of(base), cut=True).arrival_s)
     where = f"trace {base.trace!r}" + (f" cut to {base.max_requests} requests" if base.max_requests else "")
     if n < MIN_LENGTH_PAIRS:
         raise ConfigError(f"--capacity: {where} has {n} requests; a capacity search resamples lengths "

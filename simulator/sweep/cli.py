@@ -44,17 +44,13 @@ import specdec_sim
 from specdec_sim.simulator.cli import add_policy_options
 from specdec_sim.simulator.config import SimConfig
 from specdec_sim.simulator.options import add_options
-from specdec_sim.simulator.sweep.plan import SWEEP_AXES, Plan, UsageError, make_plan
+from specdec_sim.cli_support import OneLineParser, fail
+from specdec_sim.simulator.sweep.plan import SWEEP_AXES, SweepPlan, UsageError, make_sweep_plan
 from specdec_sim.simulator.sweep.runner import expand_grid, preflight_traces, run_tasks
 from specdec_sim.simulator.sweep.tables import print_capacity, print_table
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line instead of usage + message
-        raise UsageError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="sweep", description=__doc__.split("\n\n")[0],
+    p = OneLineParser(prog="sweep", error_type=UsageError, description=__doc__.split("\n\n")[0],
                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     add = p.add_argument
     add("--version", action="version", version=f"%(prog)s {specdec_sim.__version__}")
@@ -99,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def check_plan(plan: Plan) -> None:
+def check_plan(plan: SweepPlan) -> None:
     """Fail fast, with one line, on policies, traces and calibrations that cannot work."""
     from specdec_sim.policies import make_policy
     from specdec_sim.acceptance.rates import resolve_mean_alpha
@@ -135,7 +131,7 @@ def _announce(out: Path):
     return announce
 
 
-def execute(plan: Plan) -> int:
+def execute(plan: SweepPlan) -> int:
     runs = expand_grid(plan.spec)
     dask = plan.dask
     started = time.perf_counter()
@@ -168,7 +164,7 @@ def execute(plan: Plan) -> int:
     return 1 if failed else 0
 
 
-def _plots(df, plan: Plan) -> None:
+def _plots(df, plan: SweepPlan) -> None:
     from specdec_sim.simulator.sweep.plots import plot_capacity, plot_sweep, plot_timeline
     from specdec_sim.simulator.sweep.runner import simulate
 
@@ -189,7 +185,7 @@ def _plots(df, plan: Plan) -> None:
         print(f"sweep: wrote {path}")
 
 
-def _timeline_run(plan: Plan):
+def _timeline_run(plan: SweepPlan):
     """The run to re-simulate with step logs: the first adaptive policy (else the first non-`none`
     one) at the middle rate or time scale, first seed."""
     from dataclasses import replace
@@ -226,14 +222,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     from specdec_sim.safe_output import Terminated, interrupt_exit_code
 
-    plan: Plan | None = None
+    plan: SweepPlan | None = None
     try:
         try:  # every validation error (ConfigError, PolicySpecError, TraceError, ...) is a ValueError
-            plan = make_plan(build_parser().parse_args(argv))
+            plan = make_sweep_plan(build_parser().parse_args(argv))
             check_plan(plan)
         except (UsageError, ValueError, TypeError, OSError) as exc:
-            print(f"sweep: error: {' '.join(str(exc).split())}", file=sys.stderr)
-            return 2
+            return fail("sweep", exc)
         _preload()
         return execute(plan)
     except KeyboardInterrupt as exc:
@@ -243,8 +238,7 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"sweep: {what}{where}", file=sys.stderr)
         return interrupt_exit_code(exc)
     except (OSError, TimeoutError) as exc:
-        print(f"sweep: error: {type(exc).__name__}: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+        return fail("sweep", f"{type(exc).__name__}: {exc}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
-"""What a `sweep` command will do: its options and TOML file merged into a `Plan` (grid, output, capacity).
+"""What a `sweep` command will do: its options and TOML file merged into a `SweepPlan` (grid, output, capacity).
 
-`make_plan(args)` reads the parsed options and the `--config` TOML file ([sweep], [engine] and
+`make_sweep_plan(args)` reads the parsed options and the `--config` TOML file ([sweep], [engine] and
 [capacity] tables; options override the file; relative paths in the file are relative to it) and
-returns a `Plan`, or raises `UsageError` with one line naming the option or key.
+returns a `SweepPlan`, or raises `UsageError` with one line naming the option or key.
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ class UsageError(Exception):
 
 
 @dataclass
-class Plan:
+class SweepPlan:
     """Everything the command will do, after merging the TOML file and the options."""
 
     spec: SweepSpec
@@ -156,7 +156,7 @@ def _engine_options(args: argparse.Namespace, table: dict[str, Any]) -> tuple[di
     return engine, axes
 
 
-def make_plan(args: argparse.Namespace) -> Plan:
+def make_sweep_plan(args: argparse.Namespace) -> SweepPlan:
     data = load_toml(args.config) if args.config else {}
     sw, cap = data.get("sweep", {}), data.get("capacity")
     engine, engine_axes = _engine_options(args, dict(data.get("engine", {})))
@@ -196,7 +196,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
     workers = _scalar(pick(args.workers, "workers", default=2), int, "workers")
     if not 0 <= workers <= MAX_WORKERS:
         raise UsageError(f"--workers: must be in 0..{MAX_WORKERS}")
-    return Plan(spec, out, workers, pick(args.dask, "dask"), plot,
+    return SweepPlan(spec, out, workers, pick(args.dask, "dask"), plot,
                 not args.no_progress and sw.get("progress", True), capacity)
 
 

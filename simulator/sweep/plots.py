@@ -5,7 +5,7 @@
 * `plot_timeline`: chosen proposal length k and the policy's estimated acceptance over time
   for one run (from `SimResult.steps`),
 * `plot_capacity`: capacity per policy from a capacity-search table (mean over seeds, ±std bars),
-* `summarize`: mean and std over seeds of a few metrics per configuration, with the seed count,
+* `mean_over_seeds`: mean and std over seeds of a few metrics per configuration, with the seed count,
 * `plot_sweep`: the first two for a result table, one pair per (trace, calibration, replicas).
 
 Every curve is the mean over seeds with a band of ±1 standard deviation over seeds (titles say how
@@ -285,7 +285,7 @@ def _save(fig: plt.Figure, path: str | Path) -> Path:
     return path
 
 
-def summarize(df: pd.DataFrame, metrics: Iterable[str] = ("mean_e2el_ms", "p99_e2el_ms",
+def mean_over_seeds(df: pd.DataFrame, metrics: Iterable[str] = ("mean_e2el_ms", "p99_e2el_ms",
                                                            "output_throughput", "mean_k")) -> pd.DataFrame:
     """Per (trace, rate, time_scale, policy, calibration, replicas and any engine-axis column): the
     mean over seeds of each metric (under its own name), its std over seeds (`METRIC_std`, ddof=1,

@@ -2,9 +2,10 @@
 
 A `SweepSpec` lists values per axis (traces, Poisson rates, time scales, policies, calibrations,
 replica counts, seeds); `expand_grid` takes the cartesian product into `RunSpec`s, each with a
-stable `run_id` (a hash of its configuration). `run_tasks` executes tasks on local processes
-(`ProcessPoolExecutor`, spawn context), in-process (`workers=0`), or on a Dask distributed
-cluster, and records each finished run:
+stable `run_id` (a hash of its configuration); each run is prepared exactly as `simulate` prepares
+one (`prepared`: simulator/prepared.py, the same traffic defaults and checks). `run_tasks`
+(simulator/sweep/executors.py) executes tasks on local processes (`ProcessPoolExecutor`, spawn
+context), in-process (`workers=0`), or on a Dask distributed cluster, and records each finished run:
 
 * `DIR/runs.jsonl`: an append-only journal, one JSON line per finished run (the resume source),
 * `DIR/results.parquet` and `DIR/results.csv`: the table, rewritten atomically as runs finish.
@@ -18,38 +19,27 @@ in policy see the same requests (common random numbers).
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import itertools
 import json
 import math
 import os
 import time
-import traceback
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, fields, replace
-from multiprocessing import get_context
-from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from typing import Any, Callable
 
 import pandas as pd
 
 from specdec_sim.costmodel import DEFAULT_CALIBRATION
 from specdec_sim.simulator.config import ConfigError, SimConfig
-from specdec_sim.simulator.sweep.lifecycle import terminate_workers, worker_init
-from specdec_sim.simulator.sweep.store import STATUS_ERROR, STATUS_OK, ResultStore
+from specdec_sim.simulator.sweep.executors import execute_tasks, one_line
+from specdec_sim.simulator.sweep.store import STATUS_ERROR, STATUS_OK
+from specdec_sim.simulator.traffic import SYNTHETIC, TrafficSpec, length_pool, load_traffic
+
+# the engine (simpy, policies) is imported where a run is prepared, so a spawned worker imports it only then
 
 MAX_REQUESTS = 50_000_000  # requests of one run (the synthetic-trace limit)
 MAX_DURATION_S = 1e9  # float seconds keep microsecond resolution up to here
-SYNTHETIC = "synthetic"  # trace name: synthetic lengths (no trace file) at the given Poisson rate
-
-
-class Task(Protocol):
-    """Anything `run_tasks` can execute: a stable `run_id` and flat config `columns()`."""
-
-    run_id: str
-
-    def columns(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -178,86 +168,34 @@ def expand_grid(spec: SweepSpec) -> list[RunSpec]:
     return list(runs.values())
 
 
-def resolve_trace(name: str) -> Path:
-    """A path to an existing trace file, or a bundled trace name."""
-    path = Path(name).expanduser()
-    if path.exists():
-        return path
-    from specdec_sim import traces  # local import: keeps `import specdec_sim.simulator.sweep.runner` cheap in spawned workers
+def traffic_of(run: RunSpec) -> TrafficSpec:
+    """The run's traffic as `simulate` describes it. With a rate and neither --max-requests nor --duration a
+    sweep generates as many requests as the trace has."""
+    spec = TrafficSpec(trace=run.trace, rate=run.rate, time_scale=run.time_scale, max_requests=run.max_requests,
+                       duration_s=run.trace_duration_s)
+    if run.rate is not None and run.max_requests is None and run.trace_duration_s is None and run.trace != SYNTHETIC:
+        spec = replace(spec, num_requests=len(length_pool(spec)))
+    return spec
 
-    try:
-        return Path(traces.bundled_trace(name))
-    except (KeyError, ValueError, traces.TraceError) as exc:
-        raise traces.TraceError(f"--trace {name!r}: not a file and not a bundled trace ({exc})") from None
+
+def prepared(run: RunSpec, record_steps: bool = False):
+    """The run prepared as `simulate` prepares one (simulator/prepared.py): same checks, defaults, offered rate."""
+    from specdec_sim.simulator.prepared import prepare_run
+
+    return prepare_run(traffic_of(run), run.sim_config(record_steps), run.seed)
 
 
 def preflight_traces(spec: SweepSpec) -> None:
-    """Load every trace as its runs will (each time scale; lengths for rates) in this process, so a bad
-    file or a time scale beyond float resolution is one error before anything runs."""
+    """Load every trace as its runs will (each time scale; one request at the highest rate) in this process, so a
+    bad file or a time scale beyond float resolution is one error before anything runs."""
     rates = [r for r in spec.rates if r is not None]
     for trace in spec.traces:
-        if trace == SYNTHETIC:
-            continue
-        base = RunSpec(trace, max_requests=spec.max_requests, trace_duration_s=spec.trace_duration_s)
-        if None in spec.rates:
+        base = TrafficSpec(trace=trace, max_requests=spec.max_requests, duration_s=spec.trace_duration_s)
+        if trace != SYNTHETIC and None in spec.rates:
             for scale in spec.time_scales:
-                build_trace(replace(base, time_scale=scale))
+                load_traffic(replace(base, time_scale=scale))
         if rates:
-            load_lengths(base)
-            build_trace(replace(base, rate=max(rates), trace_duration_s=None,
-                                max_requests=1))
-
-
-def build_trace(run: RunSpec):
-    """The run's trace (Poisson arrivals at `rate` on the trace's lengths), all ready at 0 in a closed loop
-    without a rate (`max_concurrency` among the engine options), as `simulate` does."""
-    from specdec_sim.simulator.traffic import closed_loop_times
-
-    return closed_loop_times(_build_trace(run), run.rate, dict(run.engine).get("max_concurrency"))
-
-
-def _build_trace(run: RunSpec):
-    from specdec_sim import traces
-
-    if run.trace == SYNTHETIC:
-        count = ({"duration_s": run.trace_duration_s} if run.max_requests is None
-                 else {"num_requests": run.max_requests})
-        return traces.synthetic_trace(run.rate, seed=run.seed, **count)
-    path = str(resolve_trace(run.trace))
-    if run.rate is None:
-        return _load_trace(path, os.path.getmtime(path), run.time_scale, run.max_requests,
-                           run.trace_duration_s)
-    lengths = _load_trace(path, os.path.getmtime(path), 1.0, None, None)
-    if run.trace_duration_s is not None and run.max_requests is None:
-        return traces.synthetic_trace(run.rate, duration_s=run.trace_duration_s, lengths_from=lengths,
-                                      seed=run.seed)
-    return traces.synthetic_trace(run.rate, num_requests=run.max_requests or len(lengths),
-                                  lengths_from=lengths, seed=run.seed)
-
-
-def load_lengths(run: RunSpec):
-    """The run's trace as given (first `max_requests`, arrivals before `trace_duration_s`): the
-    (prompt, output) pairs a capacity probe resamples from."""
-    path = str(resolve_trace(run.trace))
-    return _load_trace(path, os.path.getmtime(path), 1.0, run.max_requests, run.trace_duration_s)
-
-
-@functools.lru_cache(maxsize=16)
-def _load_trace(path: str, mtime: float, time_scale: float, max_requests: int | None,
-                duration_s: float | None):
-    """Traces are immutable, so a worker parses each file once for all its runs (keyed by mtime)."""
-    from specdec_sim import traces
-
-    return traces.load_trace(path, time_scale=time_scale, max_requests=max_requests, duration_s=duration_s)
-
-
-def offered_rate(trace: Any) -> float | None:
-    """Requests per second offered by a trace: (count - 1) / arrival span; None without a span."""
-    arrivals = getattr(trace, "arrival_s", None)
-    if arrivals is None or len(arrivals) < 2:
-        return None
-    span = float(arrivals[-1] - arrivals[0])
-    return (len(arrivals) - 1) / span if span > 0 else None
+            load_traffic(TrafficSpec(trace=trace, rate=max(rates), max_requests=1))
 
 
 def merge_summary(row: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
@@ -268,21 +206,9 @@ def merge_summary(row: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any
 
 def simulate(run: RunSpec, record_steps: bool = False):
     """Run one simulation in this process and return the engine's SimResult."""
-    from specdec_sim.simulator.engine import run_simulation
+    from specdec_sim.simulator.engine import run_prepared
 
-    trace = build_trace(run)
-    return run_simulation(trace, run.sim_config(record_steps), policy=run.policy, seed=run.seed)
-
-
-def one_line(exc: BaseException) -> str:
-    """`Type: message` on one line, with the innermost frame for unexpected exceptions."""
-    msg = " ".join(str(exc).split()) or "(no message)"
-    text = f"{type(exc).__name__}: {msg}"
-    frames = traceback.extract_tb(exc.__traceback__)
-    if frames and not isinstance(exc, (ValueError, KeyError, FileNotFoundError)):
-        last = frames[-1]
-        text += f" [{Path(last.filename).name}:{last.lineno}]"
-    return text[:500]
+    return run_prepared(prepared(run, record_steps), run.policy)
 
 
 def execute_run(run: RunSpec) -> dict[str, Any]:
@@ -290,11 +216,11 @@ def execute_run(run: RunSpec) -> dict[str, Any]:
     row: dict[str, Any] = {"run_id": run.run_id, **run.columns()}
     start = time.perf_counter()
     try:
-        from specdec_sim.simulator.engine import run_simulation
+        from specdec_sim.simulator.summary import offered_rate
 
-        trace = build_trace(run)
-        result = run_simulation(trace, run.sim_config(), policy=run.policy, seed=run.seed)
-        row["offered_rate"] = run.rate if run.rate else offered_rate(trace)
+        result = simulate(run)
+        rate = run.rate if run.rate else offered_rate(result.requests["arrival_s"].to_numpy())
+        row["offered_rate"] = rate if isinstance(rate, float) else None  # summary.json's request_rate
         row.update(merge_summary(row, result.summary))
         row.update(status=STATUS_OK, error="")
     except Exception as exc:  # noqa: BLE001 - a failing run is data, not a crash
@@ -303,102 +229,12 @@ def execute_run(run: RunSpec) -> dict[str, Any]:
     return row
 
 
-# ---------------------------------------------------------------- executors
-
-
-def crash_row(task: Task, exc: BaseException) -> dict[str, Any]:
-    """The row of a task whose worker died (BrokenProcessPool, KilledWorker): retried on resume."""
-    return {"run_id": task.run_id, **task.columns(), "status": STATUS_ERROR,
-            "error": f"worker failed: {one_line(exc)}", "wall_s": float("nan")}
-
-
-def _iter_local(fn: Callable, tasks: Sequence[Task], workers: int) -> Iterator[dict[str, Any]]:
-    if workers == 0:
-        yield from (fn(t) for t in tasks)
-        return
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                               initializer=worker_init, initargs=(os.getpid(),))
-    try:
-        owner: dict[Future, Task] = {pool.submit(fn, t): t for t in tasks}
-        pending = set(owner)
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                exc = fut.exception()
-                yield crash_row(owner[fut], exc) if exc else fut.result()
-    except BaseException:  # interrupted (Ctrl-C, SIGTERM, generator closed): do not wait for running tasks
-        terminate_workers(pool)  # first: shutdown() forgets the processes
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
-
-
-def _iter_dask(fn: Callable, tasks: Sequence[Task], client_or_address: Any) -> Iterator[dict[str, Any]]:
-    from distributed import Client, as_completed
-
-    own = not isinstance(client_or_address, Client)
-    client = Client(client_or_address) if own else client_or_address
-    try:
-        owner = {client.submit(fn, t, key=f"{getattr(fn, '__name__', 'task')}-{t.run_id}", pure=False): t
-                 for t in tasks}
-        for fut in as_completed(list(owner)):
-            yield crash_row(owner[fut], fut.exception()) if fut.status == "error" else fut.result()
-    finally:
-        if own:
-            client.close()
-
-
-def iter_results(fn: Callable[[Any], dict[str, Any]], tasks: Sequence[Task], workers: int = 2,
-                 dask: Any = None) -> Iterator[dict[str, Any]]:
-    """Rows in completion order, from local processes (`workers`; 0 = in-process) or Dask."""
-    if dask is not None:
-        return _iter_dask(fn, tasks, dask)
-    return _iter_local(fn, tasks, workers)
-
-
-def run_tasks(tasks: Sequence[Task], out_dir: str | os.PathLike, fn: Callable = execute_run,
-              workers: int = 2, dask: Any = None, progress: bool = True, name: str = "results",
-              on_row: Callable[[dict[str, Any]], None] | None = None,
-              announce: Callable[[int, int], None] | None = None) -> pd.DataFrame:
-    """Execute the tasks not yet finished in `out_dir`, recording each as it completes.
-
-    Returns the full table (earlier runs included). Tasks are run by `fn`, a picklable
-    top-level function returning a row dict with `run_id` and `status`. `announce(resumed, total)`
-    is called once before anything runs.
-    """
-    store = ResultStore.open(out_dir, name)
-    done = store.finished()
-    todo = [t for t in tasks if t.run_id not in done]
-    skipped, failed = len(tasks) - len(todo), 0
-    if announce:
-        announce(skipped, len(tasks))
-    try:
-        with _progress_bar(progress) as bar:
-            bar_task = bar.add_task(f"({skipped} resumed)", total=len(tasks), completed=skipped)
-            rows = iter_results(fn, todo, workers, dask) if todo else iter(())
-            try:
-                for row in rows:
-                    store.add(row)
-                    failed += row.get("status") != STATUS_OK
-                    bar.update(bar_task, advance=1, description=f"({skipped} resumed, {failed} failed)")
-                    if on_row:
-                        on_row(row)
-            finally:  # an interrupt outside the generator still stops the workers now
-                close = getattr(rows, "close", None)
-                if close:
-                    close()
-    finally:
-        store.write_final_table()
-    return store.frame()
-
-
-def _progress_bar(enabled: bool):
-    """A rich progress bar over runs (disabled: a no-op with the same interface)."""
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
-
-    return Progress(TextColumn("[bold]sweep[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled)
+def run_tasks(tasks, out_dir: str | os.PathLike, fn: Callable = execute_run, workers: int = 2, dask: Any = None,
+              progress: bool = True, name: str = "results", on_row: Callable | None = None,
+              announce: Callable | None = None) -> pd.DataFrame:
+    """Execute the tasks not yet finished in `out_dir` with `fn` (default: one simulation each); see
+    executors.execute_tasks."""
+    return execute_tasks(tasks, out_dir, fn, workers, dask, progress, name, on_row, announce)
 
 
 def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike, workers: int = 2, dask: Any = None,

@@ -1,6 +1,6 @@
 """The tables `sweep` prints: per configuration, the mean (±std) over seeds, and the seed count.
 
-`print_table` shows a run sweep (`plots.summarize`); `print_capacity` a capacity search
+`print_table` shows a run sweep (`plots.mean_over_seeds`); `print_capacity` a capacity search
 (`capacity.capacity_summary`) plus its warnings. Only configuration columns that vary are shown;
 rich fits the table to the terminal width.
 """
@@ -29,12 +29,12 @@ def seed_text(counts) -> str:
 
 def print_table(df: pd.DataFrame) -> None:
     """Per-configuration mean (±std) over seeds, showing only the config columns that vary."""
-    from specdec_sim.simulator.sweep.plots import format_mean_std, summarize
+    from specdec_sim.simulator.sweep.plots import format_mean_std, mean_over_seeds
 
     ok = _ok_rows(df)
     if ok.empty:
         return
-    view = summarize(ok)
+    view = mean_over_seeds(ok)
     single = set(view["seeds"]) == {1}
     metrics = [c for c in view.columns if f"{c}_std" in view.columns]
     keep = [c for c in view.columns if c != "seeds" and c not in metrics and not c.endswith("_std")

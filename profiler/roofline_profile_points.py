@@ -12,7 +12,7 @@ import csv
 import math
 from pathlib import Path
 
-from specdec_sim.profiler.fit import merge_passes
+from specdec_sim.profiler.measure_fit import merge_passes
 from specdec_sim.profiler.published import Measure, PublishedError
 
 REQUIRED = ("role", "kind", "batch", "query", "context", "status", "median_ms")

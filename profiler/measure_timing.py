@@ -95,7 +95,7 @@ class Timing:
     repeats: int
 
 
-def summarize(samples_ms: list[float]) -> Timing:
+def timing_of(samples_ms: list[float]) -> Timing:
     a = np.asarray(samples_ms, dtype=float)
     return Timing(float(np.median(a)), float(np.percentile(a, 10)), float(np.percentile(a, 90)), len(a))
 
@@ -197,7 +197,7 @@ def time_forward(model, batch: int, query: int, context: int, device: str, warmu
                                            use_cache=True, logits_to_keep=logits_to_keep), device, clock)
             if i >= warmup:
                 samples.append(ms)
-    return summarize(samples)
+    return timing_of(samples)
 
 
 def cpu_clock(clock: str):

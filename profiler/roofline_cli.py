@@ -9,7 +9,7 @@ The target forward is the roofline of the architecture on the GPU (costmodel.har
 efficiencies fitted to Vidur's kernel tables (`--vidur DIR`, else the derived numbers bundled with the
 package); the serving terms (per-step overhead, speculation overhead, per-forward fixed times) are
 fitted to the published measurements of the setting (`--published`, default the bundled CSV) and to a
-profile-gpu CSV when given (profiler/build.py). The calibration loads with
+profile-gpu CSV when given (profiler/roofline_build.py). The calibration loads with
 costmodel.load_calibration and is written to a temporary name and renamed. A table of its error
 against every measured set is printed. Bad options and inputs print one line and exit 2.
 """
@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Sequence
 
 import specdec_sim
-from specdec_sim.profiler.parsing import EXIT_USAGE, OneLineParser
+from specdec_sim.cli_support import OneLineParser, fail
 from specdec_sim.costmodel import save_calibration
-from specdec_sim.costmodel.hardware import ARCHITECTURES, GPUS
-from specdec_sim.profiler.build import BuildError, BuildResult, build_calibration
+from specdec_sim.costmodel.architectures import ARCHITECTURES, resolve_name
+from specdec_sim.costmodel.hardware import GPUS
+from specdec_sim.profiler.roofline_build import BuildError, BuildResult, build_calibration
 from specdec_sim.profiler.published import DEFAULT_PUBLISHED
-from specdec_sim.profiler.serving import point_rows
+from specdec_sim.profiler.roofline_serving import point_rows
 
 
 
@@ -35,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="build-calibration", description=__doc__.split("\n\n")[0],
                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--version", action="version", version=f"build-calibration {specdec_sim.__version__}")
-    p.add_argument("--target", required=True, help=f"target architecture ({', '.join(ARCHITECTURES)})")
+    p.add_argument("--target", required=True, help=f"target model: a registry name ({', '.join(ARCHITECTURES)}) "
+                   "or a directory with config.json")
     p.add_argument("--proposer", required=True,
                    help="eagle | eagle3 | ngram | draft:<architecture> | tree:eagle | tree:eagle3")
     p.add_argument("--gpu", required=True, help=f"GPU ({', '.join(GPUS)})")
@@ -94,6 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     if not out.parent.is_dir():
         return _fail(f"--out {out}: directory {out.parent} does not exist")
+    for name in (args.target, args.proposer.split(":", 1)[1] if args.proposer.startswith("draft:") else None):
+        note = resolve_name(name)[1] if name else None
+        if note:
+            print(f"build-calibration: {note}", file=sys.stderr)
     try:
         result = build_calibration(args.name, args.target, args.proposer, args.gpu, args.tp, args.vidur, published,
                                    args.profile, command)
@@ -110,8 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(message: str) -> int:
-    print(f"build-calibration: error: {message}", file=sys.stderr)
-    return EXIT_USAGE
+    return fail("build-calibration", message)
 
 
 if __name__ == "__main__":

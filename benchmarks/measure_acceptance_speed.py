@@ -1,11 +1,11 @@
-"""Speed of `profile-acceptance`'s span computations on synthetic requests (one core for n-gram lookup).
+"""Speed of `measure-acceptance`'s span computations on synthetic requests (one core for n-gram lookup).
 
 N-gram prompt lookup (issue 10 asks for 300 requests of 1k-token prompts and 1k-token outputs in under
 5 s) and, with torch installed, a draft model's greedy spans (one teacher-forced forward per batch):
 
-    python benchmarks/profile_acceptance_speed.py                      # n-gram, 300 x (1k + 1k)
-    python benchmarks/profile_acceptance_speed.py --requests 10000     # the issue's "10k in seconds"
-    python benchmarks/profile_acceptance_speed.py --draft tiny-draft --device cpu --draft-requests 32
+    python benchmarks/measure_acceptance_speed.py                      # n-gram, 300 x (1k + 1k)
+    python benchmarks/measure_acceptance_speed.py --requests 10000     # the issue's "10k in seconds"
+    python benchmarks/measure_acceptance_speed.py --draft tiny-draft --device cpu --draft-requests 32
 
 Outputs copy stretches of their prompt (half the output) so the lookup has runs to find. Timings are
 wall-clock medians of --repeats runs, printed; nothing is written.
@@ -47,7 +47,7 @@ def time_ngram(pairs, lookup_min: int, lookup_max: int, k: int, repeats: int) ->
 
 def time_draft(pairs, draft: str, device: str, k: int, batch_tokens: int) -> float:
     import torch
-    from specdec_sim.profiler.acceptance import DraftProfiler, TokenRequest, batches
+    from specdec_sim.profiler.acceptance_spans import DraftProfiler, TokenRequest, batches
     from specdec_sim.profiler.models import build_model
     dtype = "bf16" if device.startswith("cuda") else "fp32"
     model = build_model(draft, device, dtype)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from specdec_sim.profiler.models import build_model
-from specdec_sim.profiler.timing import _sync, cpu_clock, make_cache, time_forward, trim_cache
+from specdec_sim.profiler.measure_timing import _sync, cpu_clock, make_cache, time_forward, trim_cache
 from specdec_sim.costmodel import CostModel, PrefillTerms, StepShape, load_calibration, shape_from_levels
 from specdec_sim.safe_output import write_text_atomic
 

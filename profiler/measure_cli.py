@@ -1,6 +1,6 @@
 """`profile-gpu`: measure forward-pass latency of a target/draft pair, fit and save a calibration.
 
-    profile-gpu --target llama-3.1-8b --draft llama-3.2-1b --device cuda --dtype bf16 \\
+    profile-gpu --target llama3.1-8b --draft llama3.2-1b --device cuda --dtype bf16 \\
                 --grid standard --out profiles/h100/
     profile-gpu --target tiny-llama --draft tiny-draft --device cpu --grid quick --out /tmp/p
     profile-gpu --replay steps.csv --target ... --draft ... --calibration cal.json
@@ -20,10 +20,12 @@ import sys
 from pathlib import Path
 
 import specdec_sim
-from specdec_sim.profiler.parsing import EXIT_USAGE, OneLineParser, add_device_options
+from specdec_sim.cli_support import OneLineParser, fail
+from specdec_sim.profiler.models import add_device_options
 from specdec_sim.safe_output import interrupt_exit_code, sigterm_as_interrupt
-from specdec_sim.profiler.grid import PRESETS, GridError, build_grid, grid_spec
-from specdec_sim.profiler.models import DTYPE_BYTES, ModelNotFound, available_models, load_config, model_shape
+from specdec_sim.profiler.measure_grid import PRESETS, GridError, build_grid, grid_spec
+from specdec_sim.costmodel.architectures import (ARCHITECTURES, DTYPE_BYTES, ArchitectureError, architecture,
+                                                 resolve_name)
 
 
 
@@ -37,8 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"profile-gpu {specdec_sim.__version__}")
     m = p.add_argument_group("models")
     m.add_argument("--target", required=True,
-                   help=f"target model: a bundled name ({', '.join(available_models())}) or a directory "
-                        "with config.json")
+                   help=f"target model: a registry name ({', '.join(ARCHITECTURES)}) or a directory with "
+                        "config.json")
     m.add_argument("--draft", default=None, help="draft model (same choices); omit to profile the target only")
     m.add_argument("--load-weights", action="store_true",
                    help="load real weights when a model directory has them (default: random weights)")
@@ -95,10 +97,13 @@ def _set_threads(args, device: str) -> None:
 
 
 def _check_models(args) -> None:
-    load_config(args.target)
+    for name in (args.target, args.draft):
+        note = resolve_name(name)[1] if name else None
+        if note:
+            print(f"profile-gpu: {note}", file=sys.stderr)
+    architecture(args.target)
     if args.draft:
-        load_config(args.draft)
-        tv, dv = load_config(args.target)["vocab_size"], load_config(args.draft)["vocab_size"]
+        tv, dv = architecture(args.target).vocab, architecture(args.draft).vocab
         if tv != dv:
             print(f"profile-gpu: warning: draft vocabulary {dv} differs from target {tv}; "
                   "a real pair needs the same tokenizer", file=sys.stderr)
@@ -119,7 +124,8 @@ def prepare_out_dir(out: Path) -> Path:
 
 
 def _short(name: str) -> str:
-    return Path(name).name if Path(name).is_dir() else name
+    """The model's registry name (a directory's own name for a config.json directory)."""
+    return architecture(name).name
 
 
 def profile(args, argv: list[str]) -> int:
@@ -128,12 +134,12 @@ def profile(args, argv: list[str]) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from specdec_sim.profiler.calibrate import build_calibration, fit_summary
+    from specdec_sim.profiler.measure_calibration import build_calibration, fit_summary
     from specdec_sim.profiler.measure import (MEASUREMENTS_CSV, MeasurementsError, ProfileMismatch, describe,
                                               done_keys, read_measurements, run_grid, stamp)
     from specdec_sim.profiler.models import build_model
-    from specdec_sim.profiler.plots import write_plots
-    from specdec_sim.profiler.timing import cpu_model, device_info, is_oom
+    from specdec_sim.profiler.measure_plots import write_plots
+    from specdec_sim.profiler.measure_timing import cpu_model, device_info, is_oom
     from specdec_sim.costmodel import save_calibration
 
     spec = grid_spec(args.grid, args.batch_sizes, args.query_tokens, args.context_lengths, args.prefill_chunks)
@@ -149,7 +155,7 @@ def profile(args, argv: list[str]) -> int:
     console = Console(stderr=False, width=None if sys.stdout.isatty() else 160)
     info = device_info(device, dtype)
     roles = {"target": args.target, **({"draft": args.draft} if args.draft else {})}
-    shapes = {role: model_shape(name) for role, name in roles.items()}
+    shapes = {role: architecture(name) for role, name in roles.items()}
     points = build_grid(spec, with_draft=bool(args.draft))
     csv_path = out / MEASUREMENTS_CSV
     try:  # before the models are built: a directory of other measurements is refused at once
@@ -213,7 +219,7 @@ def profile(args, argv: list[str]) -> int:
 
 def replay(args) -> int:
     from specdec_sim.costmodel import CalibrationError
-    from specdec_sim.profiler.replay import ReplayError, read_steps, run_replay
+    from specdec_sim.profiler.measure_replay import ReplayError, read_steps, run_replay
     if not args.replay.is_file():
         raise UsageError(f"--replay {args.replay}: file not found")
     try:
@@ -261,9 +267,8 @@ def main(argv: list[str] | None = None) -> int:
                              "specdec-sim checkout") from None
         with sigterm_as_interrupt():
             return replay(args) if args.replay else profile(args, argv)
-    except (UsageError, ModelNotFound, GridError) as exc:
-        print(f"profile-gpu: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except (UsageError, ArchitectureError, GridError) as exc:
+        return fail("profile-gpu", exc)
     except KeyboardInterrupt as exc:  # outside the measuring loop (which says where its points are)
         print("profile-gpu: interrupted", file=sys.stderr)
         return interrupt_exit_code(exc)

@@ -1,4 +1,4 @@
-"""`profile-acceptance` end to end: n-gram and draft-model spans, resumable output, one-line errors.
+"""`measure-acceptance` end to end: n-gram and draft-model spans, resumable output, one-line errors.
 
 The draft-model tests use tiny random-weight models built from bundled configs on CPU (skipped
 without torch): a draft identical to the target accepts everything, so every span is the closed form
@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from specdec_sim.profiler import acceptance_cli as cli
-from specdec_sim.profiler.acceptance import spans_from_hits
+from specdec_sim.profiler.acceptance_spans import spans_from_hits
 from specdec_sim.acceptance.ngram_spans import NgramSettings, ngram_spans
 from specdec_sim.safe_output import Terminated
 from specdec_sim.acceptance.records import load_acceptance_trace
@@ -253,7 +253,7 @@ def test_given_outputs_need_only_the_draft_and_an_unrelated_draft_stays_near_1(t
     spans = np.concatenate([r.spans for r in records(generated).values()])
     assert spans.mean() < 1.2 and spans.min() == 1
     # the target's own outputs, given back as output_ids, with the target as draft: full acceptance
-    from specdec_sim.profiler.acceptance import generate_outputs
+    from specdec_sim.profiler.acceptance_spans import generate_outputs
     from specdec_sim.profiler.models import build_model
     target = build_model("tiny-llama", "cpu", "fp32")
     outs = generate_outputs(target, [np.array(r["prompt_ids"]) for r in rows], 16, "cpu", None)
@@ -289,3 +289,12 @@ def test_token_ids_outside_the_model_vocabulary_are_a_tokenizer_mismatch(tmp_pat
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1
     assert "p.jsonl: line 1: output token id 5000 >= vocab size 1024" in err and "tokenizer mismatch" in err
+
+
+def test_the_old_command_name_still_works_and_says_so(tmp_path, capsys):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"id": "a", "prompt_ids": [1, 2, 3, 1, 2], "output_ids": [3, 1, 2, 3]}\n')
+    out = tmp_path / "spans.jsonl"
+    assert cli.main_old_name(["--prompts", str(prompts), "--method", "ngram", "--out", str(out), "--quiet"]) == 0
+    assert "profile-acceptance: note: this command is called measure-acceptance now" in capsys.readouterr().err
+    assert out.is_file()

@@ -207,7 +207,7 @@ def fit_role(s: Samples, seed: int = 0) -> RoleFit:
     return RoleFit(coef, error, err)
 
 
-def fit_profile(rows: Sequence[dict], seed: int = 0) -> tuple[RoleFit, RoleFit | None, dict]:
+def fit_measurements(rows: Sequence[dict], seed: int = 0) -> tuple[RoleFit, RoleFit | None, dict]:
     """Target and draft fits plus the combined held-out error for Calibration.fit_error."""
     rows = merge_passes(rows)
     target_samples = samples_from_rows(rows, "target")

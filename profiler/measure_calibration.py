@@ -1,7 +1,7 @@
 """Turn a measurements CSV into a simulator calibration (specdec_sim.costmodel.Calibration JSON).
 
 No torch here: the device facts come from the CSV rows and the caller, the model facts from the
-bundled configs, so a calibration can be refitted from a CSV on any machine. The calibration is
+model registry (costmodel/architectures.py), so a calibration can be refitted from a CSV on any machine. The calibration is
 checked as `load_calibration` checks it (step times over its valid range), and a held-out error
 above HOLDOUT_WARN_PCT is recorded as `fit_error["warning"]` (profile-gpu prints it).
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Sequence
 
-from specdec_sim.profiler.fit import fit_profile, merge_passes
-from specdec_sim.profiler.models import DTYPE_BYTES, ModelShape
+from specdec_sim.profiler.measure_fit import fit_measurements, merge_passes
+from specdec_sim.costmodel.architectures import DTYPE_BYTES, Architecture
 from specdec_sim.costmodel import Calibration, DraftCost, MemorySpec
 from specdec_sim.costmodel.calibration import check_step_times
 
@@ -31,21 +31,22 @@ def holdout_warning(fit_error: dict) -> str | None:
             "(--passes 3) on a quiet machine")
 
 
-def memory_spec(target: ModelShape, draft: ModelShape | None, dtype: str, device_memory_gib: float) -> MemorySpec:
+def memory_spec(target: Architecture, draft: Architecture | None, dtype: str, device_memory_gib: float) -> MemorySpec:
     """KV-cache sizing facts from the shapes: weights of both models, KV bytes/token of both."""
-    weights = target.weight_bytes(dtype) + (draft.weight_bytes(dtype) if draft else 0)
-    kv = target.kv_bytes_per_token(dtype) + (draft.kv_bytes_per_token(dtype) if draft else 0)
+    size = DTYPE_BYTES[dtype]
+    weights = target.weight_bytes(size) + (draft.weight_bytes(size) if draft else 0)
+    kv = target.kv_bytes_per_token(size) + (draft.kv_bytes_per_token(size) if draft else 0)
     return MemorySpec(gpu_memory_gib=round(device_memory_gib, 2), gpu_memory_utilization=0.9,
                       weights_gib=round(weights / GIB, 4), activation_reserve_gib=1.0,
                       kv_bytes_per_token=int(kv), block_size=16)
 
 
-def build_calibration(rows: Sequence[dict], name: str, target: ModelShape, draft: ModelShape | None,
+def build_calibration(rows: Sequence[dict], name: str, target: Architecture, draft: Architecture | None,
                       dtype: str, device_memory_gib: float, provenance: dict, seed: int = 0) -> Calibration:
     """Fit target and draft forwards and package them with memory facts and provenance."""
     if dtype not in DTYPE_BYTES:
         raise ValueError(f"unknown dtype {dtype!r}")
-    tfit, dfit, fit_error = fit_profile(rows, seed)
+    tfit, dfit, fit_error = fit_measurements(rows, seed)
     warning = holdout_warning(fit_error)
     if warning:
         fit_error["warning"] = warning

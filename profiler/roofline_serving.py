@@ -24,7 +24,7 @@ import numpy as np
 from specdec_sim.acceptance.rates import alpha_from_acceptance_length
 from specdec_sim.acceptance.rates import best_uniform_k as best_k_by_goodput
 from specdec_sim.costmodel import Calibration, CostModel, uniform_shape
-from specdec_sim.profiler.fit import nonnegative_lstsq
+from specdec_sim.profiler.measure_fit import nonnegative_lstsq
 from specdec_sim.profiler.published import Measure
 
 SHARE_PART = {"share_draft_pct": "draft_s", "share_verify_pct": "verify_s", "share_overhead_pct": "overhead_s"}

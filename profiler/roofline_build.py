@@ -26,13 +26,13 @@ from pathlib import Path
 import numpy as np
 
 from specdec_sim.costmodel import Calibration, DraftCost, ForwardCoefficients, MemorySpec, check_step_times
-from specdec_sim.costmodel.hardware import (Architecture, Efficiency, GpuSpec, lookup_architecture, lookup_gpu,
-                                            roofline_forward)
-from specdec_sim.profiler.efficiency import (VIDUR_ATTRIBUTION, EfficiencyError, GpuEfficiency, gpu_efficiency,
-                                             load_efficiency_table)
-from specdec_sim.profiler.profile_points import read_profile_points
+from specdec_sim.costmodel.architectures import ARCHITECTURES, Architecture, ArchitectureError, architecture
+from specdec_sim.costmodel.hardware import Efficiency, GpuSpec, lookup_gpu, roofline_forward
+from specdec_sim.profiler.roofline_efficiency import (VIDUR_ATTRIBUTION, EfficiencyError, GpuEfficiency,
+                                                      gpu_efficiency, load_efficiency_table)
+from specdec_sim.profiler.roofline_profile_points import read_profile_points
 from specdec_sim.profiler.published import DEFAULT_PUBLISHED, Measure, group_sets, parameter, read_published, select
-from specdec_sim.profiler.serving import fit_serving, set_error
+from specdec_sim.profiler.roofline_serving import fit_serving, set_error
 
 SERVING_PARAMS = ("step_overhead_ms", "overhead_fixed_ms", "target_fixed_ms", "draft_fixed_ms", "overhead_fraction")
 START = np.array([1.0, 0.3, 0.5, 0.2, 0.0])
@@ -61,8 +61,7 @@ class Proposer:
 
 
 def eagle_head(target: Architecture, kind: str) -> Architecture:
-    """The EAGLE head of `target`: a named row of hardware.ARCHITECTURES, else one layer of its shape."""
-    from specdec_sim.costmodel.hardware import ARCHITECTURES
+    """The EAGLE head of `target`: a named row of the model registry, else one layer of its shape."""
     name = f"{'eagle3' if kind == 'eagle3' else 'eagle'}-{target.name}"
     for candidate in (name, name.replace("llama3-8b", "llama3.1-8b")):
         if candidate in ARCHITECTURES:
@@ -82,8 +81,8 @@ def parse_proposer(spec: str, target: Architecture) -> Proposer:
         return Proposer(spec, "ngram")
     if base.startswith("draft:") and not tree:
         try:
-            return Proposer(spec, "draft", lookup_architecture(base.split(":", 1)[1]))
-        except KeyError as exc:
+            return Proposer(spec, "draft", architecture(base.split(":", 1)[1]))
+        except ArchitectureError as exc:
             raise BuildError(f"--proposer {spec}: {exc.args[0]}") from None
     raise BuildError(f"--proposer {spec!r} must be eagle, eagle3, ngram, draft:<architecture> or tree:eagle|eagle3")
 
@@ -105,7 +104,7 @@ def head_weight_bytes(p: Proposer) -> int:
     if p.kind == "draft":
         return a.weight_bytes()
     own_head = a.lm_head_params() if a.lm_head_vocab else 0
-    return (a.layers * a.layer_linear_params() + a.fc_in_mult * a.hidden * a.hidden + own_head) * 2
+    return (a.layers * a.layer_params() + a.fc_params() + own_head) * 2
 
 
 def memory_spec(target: Architecture, p: Proposer, gpu: GpuSpec, tp: int) -> MemorySpec:
@@ -146,8 +145,8 @@ class Setting:
 def make_setting(name: str, target: str, proposer: str, gpu: str, tp: int, table: dict,
                  measures: list[Measure]) -> Setting:
     try:
-        arch, spec = lookup_architecture(target), lookup_gpu(gpu)
-    except KeyError as exc:
+        arch, spec = architecture(target), lookup_gpu(gpu)
+    except (KeyError, ArchitectureError) as exc:
         raise BuildError(exc.args[0]) from None
     if not 1 <= tp <= 64:
         raise BuildError(f"--tp {tp} must be in 1..64")
@@ -176,7 +175,7 @@ def _start_from_donor(setting: Setting, donor: BuildResult | None) -> tuple[np.n
     if donor is None:
         return START.copy(), {n: "no measurement and no donor: starting value" for n in SERVING_PARAMS}
     d, where = donor.theta, f"the {donor.calibration.name} fit"
-    donor_layers = lookup_architecture(DONOR_SETTING[0]).layers
+    donor_layers = architecture(DONOR_SETTING[0]).layers
     per_layer = d["target_fixed_ms"] / donor_layers
     is_model = setting.proposer.kind == "draft"
     theta = np.array([d["step_overhead_ms"], d["overhead_fixed_ms"], per_layer * setting.target.layers,

@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from specdec_sim.profiler.fit import merge_passes, predict_ms, samples_from_rows  # noqa: E402
+from specdec_sim.profiler.measure_fit import merge_passes, predict_ms, samples_from_rows
 from specdec_sim.costmodel import ForwardCoefficients  # noqa: E402
 from specdec_sim.safe_output import write_atomic  # noqa: E402
 

@@ -1,1 +1,0 @@
-"""Bundled model architecture configs (HF config.json fields) that the profiler builds models from."""
