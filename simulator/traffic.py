@@ -24,6 +24,8 @@ from specdec_sim.acceptance.records import acceptance_request_trace, is_acceptan
 
 MAX_TIME_SCALE = 1e9  # stretches one second of trace to ~31.7 years
 BURSTINESS_RANGE = (1e-3, 1e3)  # Gamma shape: CV^2 of inter-arrivals from 1000 down to 0.001
+DEFAULT_TRACE = "azure-conv"  # what `simulate` and `sweep` replay when no trace is given
+DEFAULT_NUM_REQUESTS = 1000  # requests generated with --rate, in `simulate` and `sweep` alike
 RATE_ONLY = ("num_requests", "burstiness")  # fields that mean something only with --rate
 SYNTHETIC = "synthetic"  # trace name: no file, fixed synthetic lengths (traces.synthetic_trace's), with --rate
 
@@ -32,10 +34,10 @@ SYNTHETIC = "synthetic"  # trace name: no file, fixed synthetic lengths (traces.
 class TrafficSpec:
     """The request stream of one simulation."""
 
-    trace: str = option("azure-conv", "trace file (normalized CSV, Azure 2023 CSV, Mooncake JSONL, lengths CSV, or an "
+    trace: str = option(DEFAULT_TRACE, "trace file (normalized CSV, Azure 2023 CSV, Mooncake JSONL, lengths CSV, or an "
                         "acceptance trace: its records are the requests and are replayed) or "
-                        "a bundled name: " + ", ".join(n for n in BUNDLED_TRACES if not n.endswith("-raw")),
-                        group="traffic", metavar="FILE|NAME")
+                        "a bundled name: " + ", ".join(n for n in BUNDLED_TRACES if not n.endswith("-raw"))
+                        + " (sweep's default trace too)", group="traffic", metavar="FILE|NAME")
     format: str | None = option(None, "force the trace format instead of detecting it", choices=FORMATS,
                                 group="traffic")
     time_scale: float = option(1.0, "multiply inter-arrival times (2 = half the rate)", parse=parse_float,
@@ -49,8 +51,9 @@ class TrafficSpec:
                                 "--trace", unit="req/s", parse=parse_float, group="traffic")
     burstiness: float = option(1.0, "with --rate (an error without): Gamma shape of inter-arrivals (1 = Poisson, "
                                     "<1 burstier)", parse=parse_float, group="traffic")
-    num_requests: int = option(1000, "with --rate (an error without): requests to generate (--max-requests "
-                                     "overrides)", parse=parse_int, group="traffic")
+    num_requests: int = option(DEFAULT_NUM_REQUESTS, "with --rate (an error without): requests to generate "
+                                                      "(--max-requests overrides; sweep --rates uses the same default)",
+                               parse=parse_int, group="traffic")
 
     def to_dict(self) -> dict:
         return asdict(self)

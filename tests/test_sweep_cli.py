@@ -362,3 +362,34 @@ def test_timeline_title_names_its_unit(tmp_path, monkeypatch, capsys):
     assert main(BASE + ["--time-scales", "4", "--policies", "fixed:3", "--out", str(tmp_path / "s"),
                         "--plot", str(tmp_path / "g"), "--workers", "0"]) == 0
     assert titles[-1] == "fixed:3 on sharegpt at time scale x4, seed 0"
+
+
+def test_simulate_and_sweep_answer_the_same_question_the_same_way(tmp_path, capsys):
+    """The same settings give the same summary from both commands (one prepared run: defaults, checks, rate)."""
+    import json
+
+    import pandas as pd
+
+    from specdec_sim.simulator.cli import main as simulate_main
+
+    assert simulate_main(["--trace", "sharegpt", "--rate", "8", "--max-requests", "60", "--policy", "fixed:3",
+                          "--out", str(tmp_path / "sim"), "--quiet"]) == 0
+    assert main(["--trace", "sharegpt", "--rates", "8", "--max-requests", "60", "--policies", "fixed:3",
+                 "--workers", "0", "--no-progress", "--out", str(tmp_path / "sweep")]) == 0
+    capsys.readouterr()
+    summary = json.loads((tmp_path / "sim" / "fixed_3" / "summary.json").read_text())
+    row = pd.read_csv(tmp_path / "sweep" / "results.csv").iloc[0]
+    assert row["offered_rate"] == summary["request_rate"] == 8.0
+    for key in ("completed", "mean_e2el_ms", "p99_ttft_ms", "mean_tpot_ms", "mean_itl_ms", "output_throughput",
+                "mean_acceptance_length", "num_steps"):
+        assert row[key] == pytest.approx(summary[key], rel=1e-12), key
+
+
+def test_sweep_defaults_are_simulates(tmp_path, capsys):
+    """No trace, rate given, no request count: both replay azure-conv's lengths as 1000 requests at seed 0."""
+    from specdec_sim.simulator.sweep.runner import RunSpec, SweepSpec, prepared
+
+    spec = SweepSpec(rates=[5.0])
+    run = RunSpec(trace=spec.traces[0], rate=5.0, seed=spec.seeds[0])
+    assert spec.traces == ["azure-conv"] and spec.seeds == [0]
+    assert len(prepared(run).trace) == 1000

@@ -8,8 +8,11 @@
 
 Policy specs contain commas (`smartspec:k_max=5,interval=10`), so `--policies` separates specs
 with ';' (or repeat `--policy SPEC`), as in `simulate`. Other list options are comma separated.
-Every engine option of `simulate` (`--max-k`, `--acceptance`, `--chunked-prefill`, `--slo`, ...)
-is accepted with the same name and applies to every run; `--set KEY=VALUE` sets any SimConfig
+Every run is prepared exactly as `simulate` prepares one with the same options (simulator/prepared.py):
+the same defaults (trace azure-conv, seed 0, 1000 requests with a rate), the same checks and the same
+offered rate, so a sweep row and `simulate`'s summary.json agree. Every engine option of `simulate`
+(`--max-k`, `--acceptance`, `--chunked-prefill`, `--slo`, ...) is accepted with the same name and
+applies to every run; `--set KEY=VALUE` sets any SimConfig
 field by name, and repeating it with other values (`--set acceptance=0.5 --set acceptance=0.8`)
 makes that option a sweep axis. `--slo` is the per-request goodput SLO (`ttft:200,tpot:50`, as `simulate`);
 `--capacity-slo` is the latency SLO a capacity search must meet (`p99_ttft:2000,mean_tpot:50`). Options given on
@@ -45,6 +48,7 @@ from specdec_sim.simulator.cli import add_policy_options
 from specdec_sim.simulator.config import SimConfig
 from specdec_sim.simulator.options import add_options
 from specdec_sim.cli_support import OneLineParser, fail
+from specdec_sim.simulator.traffic import DEFAULT_NUM_REQUESTS, DEFAULT_TRACE
 from specdec_sim.simulator.sweep.plan import SWEEP_AXES, SweepPlan, UsageError, make_sweep_plan
 from specdec_sim.simulator.sweep.runner import expand_grid, preflight_traces, run_tasks
 from specdec_sim.simulator.sweep.tables import print_capacity, print_table
@@ -56,15 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
     add("--version", action="version", version=f"%(prog)s {specdec_sim.__version__}")
     add("--config", type=Path, help="TOML file with [sweep], [engine] and [capacity] tables")
     add("--trace", action="append", dest="trace_list", metavar="T",
-        help="trace file, bundled name (sharegpt, azure-conv, ...) or 'synthetic'; repeatable")
+        help=f"trace file, bundled name (sharegpt, azure-conv, ...) or 'synthetic'; repeatable (default: "
+             f"{DEFAULT_TRACE}, as simulate)")
     add("--traces", help="comma-separated traces")
     add_policy_options(p)
-    add("--rates", help="Poisson request rates (req/s) on the trace's lengths, comma-separated")
+    add("--rates", help="Poisson request rates (req/s) on the trace's lengths, comma-separated; each run generates "
+                         f"--max-requests requests (default {DEFAULT_NUM_REQUESTS}, as simulate --rate)")
     add("--time-scales", help="multiply the trace's inter-arrival times (2 = half the rate), comma-separated")
     add("--calibrations", help="calibration names or JSON paths, comma-separated")
     add("--replicas", help="replica counts, comma-separated")
-    add("--seeds", help="seeds: 0,1,2 or a range 0-9")
-    add("--max-requests", type=int, help="first N requests of each trace")
+    add("--seeds", help="seeds: 0,1,2 or a range 0-9 (default 0, as simulate)")
+    add("--max-requests", type=int, help="first N requests of each trace; with --rates, requests to generate "
+                                         "(as simulate --max-requests)")
     add("--duration", type=float, dest="trace_duration_s",
         help="first S seconds of each trace (with --rates and no --max-requests: arrivals for S seconds)")
     add("--set", action="append", default=[], metavar="KEY=VALUE",

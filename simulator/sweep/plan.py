@@ -22,6 +22,7 @@ from specdec_sim.policies.registry import parse_scalar
 from specdec_sim.simulator.config import SimConfig
 from specdec_sim.simulator.options import option_fields
 from specdec_sim.simulator.sweep.runner import SweepSpec
+from specdec_sim.simulator.traffic import DEFAULT_TRACE
 
 SWEEP_AXES = ("calibration", "replicas", "record_steps")  # axes of the grid (or per-run), not engine flags
 SWEEP_KEYS = {"traces", "policies", "rates", "time_scales", "calibrations", "replicas", "seeds",
@@ -172,7 +173,7 @@ def make_sweep_plan(args: argparse.Namespace) -> SweepPlan:
     traces = (args.trace_list or []) + (_split(args.traces) if args.traces else [])
     policies = (args.policy_list or []) + (_split(args.policies, ";") if args.policies else [])
     spec = SweepSpec(
-        traces=traces or list(sw.get("traces", [])) or ["sharegpt"],
+        traces=traces or list(sw.get("traces", [])) or [DEFAULT_TRACE],
         policies=policies or list(sw.get("policies", [])) or ["none"],
         rates=pick(args.rates, "rates", float, [None]),
         time_scales=pick(args.time_scales, "time_scales", float, [1.0]),

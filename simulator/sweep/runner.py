@@ -31,10 +31,11 @@ from typing import Any, Callable
 import pandas as pd
 
 from specdec_sim.costmodel import DEFAULT_CALIBRATION
+from specdec_sim.simulator.traffic import DEFAULT_TRACE
 from specdec_sim.simulator.config import ConfigError, SimConfig
 from specdec_sim.simulator.sweep.executors import execute_tasks, one_line
 from specdec_sim.simulator.sweep.store import STATUS_ERROR, STATUS_OK
-from specdec_sim.simulator.traffic import SYNTHETIC, TrafficSpec, length_pool, load_traffic
+from specdec_sim.simulator.traffic import SYNTHETIC, TrafficSpec, load_traffic
 
 # the engine (simpy, policies) is imported where a run is prepared, so a spawned worker imports it only then
 
@@ -75,7 +76,7 @@ class RunSpec:
 class SweepSpec:
     """Values per axis; the sweep is their cartesian product."""
 
-    traces: list[str] = field(default_factory=lambda: ["sharegpt"])
+    traces: list[str] = field(default_factory=lambda: [DEFAULT_TRACE])  # simulate's default
     policies: list[str] = field(default_factory=lambda: ["none"])
     rates: list[float | None] = field(default_factory=lambda: [None])
     time_scales: list[float] = field(default_factory=lambda: [1.0])
@@ -169,13 +170,10 @@ def expand_grid(spec: SweepSpec) -> list[RunSpec]:
 
 
 def traffic_of(run: RunSpec) -> TrafficSpec:
-    """The run's traffic as `simulate` describes it. With a rate and neither --max-requests nor --duration a
-    sweep generates as many requests as the trace has."""
-    spec = TrafficSpec(trace=run.trace, rate=run.rate, time_scale=run.time_scale, max_requests=run.max_requests,
+    """The run's traffic exactly as `simulate` describes the same options (with a rate and neither --max-requests
+    nor --duration: simulate's --num-requests default, 1000 requests)."""
+    return TrafficSpec(trace=run.trace, rate=run.rate, time_scale=run.time_scale, max_requests=run.max_requests,
                        duration_s=run.trace_duration_s)
-    if run.rate is not None and run.max_requests is None and run.trace_duration_s is None and run.trace != SYNTHETIC:
-        spec = replace(spec, num_requests=len(length_pool(spec)))
-    return spec
 
 
 def prepared(run: RunSpec, record_steps: bool = False):
