@@ -13,6 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import specdec_sim
 from specdec_sim.acceptance.records import AcceptanceTraceError, load_acceptance_trace
 from specdec_sim.cli_support import OneLineParser, fail
 from specdec_sim.acceptance.fit import fit_profile
@@ -22,6 +23,7 @@ from specdec_sim.acceptance.profile import ProfileError, save_profile
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="fit-acceptance", description=__doc__.split("\n")[0],
                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {specdec_sim.__version__}")
     parser.add_argument("trace", type=Path, help="acceptance trace (JSONL, JSONL.gz or Parquet; "
                                                  "docs/acceptance-traces.md)")
     parser.add_argument("--spans-field", default="spans", help="which span list to fit (default: spans)")

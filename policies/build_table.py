@@ -1,13 +1,17 @@
 """Build a vLLM `num_speculative_tokens_per_batch_size` table by goodput (smartspec-reference.md 6.1 iv, 1.1, 1.4).
 
 For every batch size B, K(B) = argmax over k in 0..max_k of B*l(alpha, k) / T_step(uniform_shape(B, B*ctx, k))
-(policies/goodput.py), then equal neighbours are merged into [[start_bs, end_bs, K], ...].
+(policies/goodput.py), then equal neighbours are merged into [[start_bs, end_bs, K], ...]: the JSON that the
+`vllm-table` policy reads from a file (`table=FILE.json`), or the same rows inline (`table=1-23:4;24-35:3;...`).
 
     build-k-table --calibration turbospec-llama3-8b-eagle-h100 --alpha 0.7 --context 512 --max-k 7 --out table.json
     simulate ... --policy vllm-table:table=table.json
 
-The table is written to a temporary name and renamed into place; `--version` prints the package
-version; a bad option is one `build_table: error:` line and exit 2.
+By default the table covers batch sizes 1..1024, the largest running batch a vLLM V1 engine schedules
+(`max_num_seqs` 1024 on H100-class GPUs, 256 on others and in V0); `vllm-table` refuses a table that stops
+below the engine's `max_num_seqs` rather than run larger batches at K = 0. The table is written to a
+temporary name and renamed into place, and the line printed says how to run it; `--version` prints the
+package version; a bad option is one `build-k-table: error:` line and exit 2.
 """
 from __future__ import annotations
 
@@ -42,18 +46,25 @@ def build_k_table(cost: CostModel, alpha: float, context_tokens: int, max_k: int
     return rows
 
 
+DEFAULT_MAX_BATCH = 1024  # vLLM V1's max_num_seqs on H100-class GPUs: the largest batch an engine runs by default
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="build-k-table", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="build-k-table", description=__doc__.splitlines()[0],
+                      epilog="Run the table with: simulate --policy vllm-table:table=FILE.json (the --out file), or "
+                             "inline as vllm-table:table=START-END:K;START-END:K;...")
     p.add_argument("--version", action="version", version=f"build-k-table {specdec_sim.__version__}")
     p.add_argument("--calibration", default=DEFAULT_CALIBRATION, help="shipped calibration name or JSON path "
                    f"(default: {DEFAULT_CALIBRATION})")
     p.add_argument("--alpha", type=float, default=0.7, help="per-token acceptance rate in [0, 1]")
     p.add_argument("--context", type=int, default=512, help="context tokens per request")
     p.add_argument("--max-k", type=int, default=7, help="largest K to consider")
-    p.add_argument("--max-batch", type=int, default=256, help="table covers batch sizes 1..max-batch")
+    p.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
+                   help=f"the table covers batch sizes 1..N (default {DEFAULT_MAX_BATCH}: vLLM V1's max_num_seqs on "
+                        "H100-class GPUs; a vllm-table that stops below the engine's max_num_seqs is refused)")
     p.add_argument("--candidates", default=None, metavar="K1,K2,...",
                    help="only these proposal lengths (e.g. 0,2,3: the values a deployment allows; default 0..max-k)")
-    p.add_argument("--out", default="-", help="output JSON path ('-' = stdout)")
+    p.add_argument("--out", default="-", help="output JSON path, for --policy vllm-table:table=FILE ('-' = stdout)")
     return p
 
 
@@ -88,8 +99,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_text_atomic(args.out, text + "\n")
     except OSError as exc:
         return _fail(f"--out {args.out}: {exc.strerror or exc}")
-    print(f"wrote {len(table)} ranges to {args.out}: {text}")
+    print(f"wrote {len(table)} ranges to {args.out}: {text}; run it with --policy vllm-table:table={args.out} "
+          f"(inline: vllm-table:table={inline_table(table)})")
     return 0
+
+
+def inline_table(table: list[list[int]]) -> str:
+    """The rows as `vllm-table`'s inline form: `1-23:4;24-35:3;36-1024:2`."""
+    return ";".join(f"{start}-{end}:{k}" for start, end, k in table)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ importable module (the current directory is importable, so `my_policy:Mine` find
 `specdec_sim.policies` (`name = "pkg.module:Class"`). A user class is called with the spec's
 parameters as keyword arguments (`1` -> int, `0.5` -> float, `true`/`false` -> bool, `none` -> None, else str) and
 must have `propose(batch)` and `observe(outcome)`; `name`, `estimated_alpha()` and `observes` are optional.
-Every call of `make_policy` builds a fresh instance, so each replica gets its own state.
+Every call of `make_policy` builds a fresh instance, so each replica gets its own state. A user policy is
+returned behind `CheckedPolicy` (policies/checked.py: every proposal and every exception checked);
+`as_policy` does the same for a policy object handed over directly, and keeps the built-ins as they are.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from importlib.metadata import entry_points
 from typing import Any, Callable
 
 from specdec_sim.policies.base import FixedK, NoSpeculation, Policy
+from specdec_sim.policies.checked import CheckedPolicy, missing_methods, policy_name
 from specdec_sim.policies.greedy import GoodputGreedy, Oracle
 from specdec_sim.policies.smartspec import V0_NGRAM_ZERO_DRAFT_MS, SmartSpec
 from specdec_sim.policies.turbospec import TurboSpec
@@ -184,19 +187,6 @@ def _installed(name: str) -> str | None:
     return None
 
 
-class _PluginPolicy:
-    """Gives a user policy the optional parts of the protocol (`name`, `estimated_alpha`, `observes`)."""
-
-    def __init__(self, inner: Any, name: str):
-        self.inner = inner
-        self.name = name
-        self.propose = inner.propose
-        self.observe = inner.observe
-        self.observes = getattr(inner, "observes", True)
-        estimate = getattr(inner, "estimated_alpha", None)
-        self.estimated_alpha = estimate if callable(estimate) else (lambda: None)
-
-
 def _build_plugin(spec: str, target: str, rest: str) -> Policy:
     cls = _import_class(spec, target)
     if not isinstance(cls, type):  # never call an arbitrary function (os:abort, sys:exit) from a spec
@@ -207,13 +197,25 @@ def _build_plugin(spec: str, target: str, rest: str) -> Policy:
     except Exception as exc:  # noqa: BLE001 - a bad parameter of a user class
         raise PolicySpecError(f"--policy {spec!r}: {target}({', '.join(params)}) failed: "
                               f"{type(exc).__name__}: {exc}") from None
-    missing = [m for m in ("propose", "observe") if not callable(getattr(policy, m, None))]
+    missing = missing_methods(policy)
     if missing:
         raise PolicySpecError(f"--policy {spec!r}: {target} has no {' or '.join(missing)} method")
-    name = getattr(policy, "name", None)
-    if isinstance(name, str) and callable(getattr(policy, "estimated_alpha", None)):
-        return policy
-    return _PluginPolicy(policy, name if isinstance(name, str) else spec)
+    return as_policy(policy, spec.strip())
+
+
+BUILTIN_TYPES = (NoSpeculation, FixedK, VllmDisable, VllmTable, SmartSpec, TurboSpec, GoodputGreedy, Oracle)
+
+
+def as_policy(obj: Any, name: str | None = None) -> Policy:
+    """`obj` as the engine runs it: a built-in policy as it is (trusted, on the fast path), anything else with
+    `propose` and `observe` behind the checks of policies/checked.py (a subclass of a built-in too), named by
+    its `name` attribute, else `name`, else its class."""
+    if type(obj) in BUILTIN_TYPES or isinstance(obj, CheckedPolicy):
+        return obj
+    missing = missing_methods(obj)
+    if missing:
+        raise PolicySpecError(f"policy {type(obj).__name__}: has no {' or '.join(missing)} method")
+    return CheckedPolicy(obj, policy_name(obj, name or type(obj).__name__))
 
 
 def make_policy(spec: str) -> Policy:
@@ -239,4 +241,5 @@ def make_policy(spec: str) -> Policy:
     return policy
 
 
-__all__ = ["PolicySpecError", "make_policy", "parse_policy_spec", "parse_scalar", "REGISTRY", "ENTRY_POINT_GROUP"]
+__all__ = ["PolicySpecError", "make_policy", "as_policy", "BUILTIN_TYPES", "parse_policy_spec", "parse_scalar",
+           "REGISTRY", "ENTRY_POINT_GROUP"]

@@ -3,8 +3,11 @@
 * `vllm-disable`: fixed K, but no speculation while the running batch is at least `threshold`
   (vLLM `speculative_disable_by_batch_size`, PR #4592).
 * `vllm-table`: K looked up by batch size in `[[start_bs, end_bs, K], ...]`
-  (vLLM `num_speculative_tokens_per_batch_size`, [VLLM-DOC-DSD]); batch sizes that no range
-  covers get K = 0. Tables can be built by goodput with `python -m policies.build_table`.
+  (vLLM `num_speculative_tokens_per_batch_size`, [VLLM-DOC-DSD]), given inline
+  (`table=1-4:5;5-16:3;17-1024:0`) or as a JSON file (`table=FILE.json`, what `build-k-table`
+  writes). A gap between ranges gets K = 0, as written; a table must reach the engine's
+  `max_num_seqs` (`batch_range_problem`: the engine refuses one that stops short, rather than
+  run the larger batches at K = 0). Tables are built by goodput with `build-k-table`.
 """
 from __future__ import annotations
 
@@ -93,7 +96,7 @@ def load_table(value: str) -> TableRows:
 
 @dataclass
 class VllmTable:
-    """K by batch size from a [[start_bs, end_bs, K], ...] table (uncovered sizes: K = 0)."""
+    """K by batch size from a [[start_bs, end_bs, K], ...] table (gaps: K = 0; it must reach max_num_seqs)."""
 
     table: TableRows
     name: str = field(default="vllm-table", init=False)
@@ -102,6 +105,11 @@ class VllmTable:
     def __post_init__(self) -> None:
         self.table = validate_table(self.table)
         self._cache: dict[int, int] = {}
+
+    @property
+    def max_batch(self) -> int:
+        """The largest batch size the table has a K for."""
+        return self.table[-1][1]
 
     def k_for(self, batch_size: int) -> int:
         if batch_size not in self._cache:
@@ -118,4 +126,15 @@ class VllmTable:
         return None
 
 
-__all__ = ["VllmDisable", "VllmTable", "validate_table", "parse_table_text", "load_table"]
+def batch_range_problem(policy, max_num_seqs: int, label: str | None = None) -> str | None:
+    """Why `policy` (called `label`, default its name) cannot serve every batch an engine of `max_num_seqs` runs (a
+    table that stops short), or None. Only a built-in `VllmTable` declares its range (`max_batch`)."""
+    if not isinstance(policy, VllmTable) or policy.max_batch >= max_num_seqs:
+        return None
+    covered = policy.max_batch
+    return (f"policy {label or policy.name!r}: its table stops at batch {covered} but the "
+            f"engine runs batches up to max_num_seqs {max_num_seqs}, which would get K = 0; extend its last range "
+            f"to {max_num_seqs} (build-k-table --max-batch {max_num_seqs}) or lower --max-num-seqs")
+
+
+__all__ = ["VllmDisable", "VllmTable", "validate_table", "parse_table_text", "load_table", "batch_range_problem"]

@@ -25,7 +25,7 @@ from specdec_sim.policies import PolicySpecError
 from specdec_sim.acceptance.rates import AcceptanceError
 from specdec_sim.simulator.config import ConfigError, SimConfig
 from specdec_sim.cli_support import OneLineParser, fail
-from specdec_sim.simulator.options import add_options, from_namespace, option_fields
+from specdec_sim.simulator.options import DefaultsOnceFormatter, add_options, from_namespace, option_fields
 from specdec_sim.simulator.preflight import check_out, check_policies, file_sha256, policy_slug
 from specdec_sim.simulator.prepared import PreparedRun, prepare_engine, prepare_run
 from specdec_sim.simulator.traffic import TrafficSpec, inapplicable, trace_path
@@ -48,8 +48,7 @@ def parse_seed(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="simulate", description=__doc__.split("\n")[0],
-                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = OneLineParser(prog="simulate", description=__doc__.split("\n")[0], formatter_class=DefaultsOnceFormatter)
     p.add_argument("--version", action="version", version=f"%(prog)s {specdec_sim.__version__}")
     groups = {name: p.add_argument_group(name) for name in ("traffic", "serving", "speculation", "output")}
     add_options(p, TrafficSpec, groups)
@@ -62,8 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "run with the same options (after Ctrl-C or SIGTERM)")
     o.add_argument("--fail-on-error", action="store_true", help="exit 1 if any request of any policy failed "
                    "(without it: a warning line and exit 0, as vllm bench serve)")
-    o.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_progress_option(o)
     return p
+
+
+def add_progress_option(group, dest: str = "quiet") -> None:
+    """`--no-progress`, the same in `simulate` and `sweep`; `--quiet` is accepted as its other name (undocumented:
+    one name per thing in `--help`)."""
+    group.add_argument("--no-progress", dest=dest, action="store_true", default=False, help="no progress bar")
+    group.add_argument("--quiet", dest=dest, action="store_true", default=False, help=argparse.SUPPRESS)
 
 
 def add_policy_options(group) -> None:
@@ -146,6 +152,7 @@ def make_invocation(args: argparse.Namespace, argv: list[str]) -> Invocation:
     specs = policy_specs(args)
     engine = prepare_engine(config)  # the calibration, its policy view and the KV cache: checked once, here
     check_policies(specs, config)
+    check_batch_ranges(specs, engine.limits.max_num_seqs)
     run = prepare_run(traffic, config, args.seed, engine)
     out = Path(args.out) if args.out else None
     run_info = build_run_info(traffic, run.trace, args.seed, argv)
@@ -157,6 +164,17 @@ def make_invocation(args: argparse.Namespace, argv: list[str]) -> Invocation:
             plan.resumed = load_finished(plan)
         write_config(plan)
     return plan
+
+
+def check_batch_ranges(specs: list[str], max_num_seqs: int) -> None:
+    """Refuse, before anything runs, a policy whose table stops below the engine's max_num_seqs."""
+    from specdec_sim.policies import make_policy
+    from specdec_sim.policies.vllm import batch_range_problem
+
+    for spec in specs:
+        problem = batch_range_problem(make_policy(spec), max_num_seqs, label=spec)
+        if problem:
+            raise ConfigError(problem)
 
 
 def config_record(plan: Invocation) -> dict:
@@ -316,7 +334,8 @@ def finish(plan: Invocation, results: list, fail_on_error: bool) -> int:
     table = comparison_frame(results, plan.specs)
     if plan.out is not None:
         write_comparison(plan, table)
-    print_comparison(table, trace_label=f"{plan.traffic.trace} ({len(plan.trace)} requests)")
+    print_comparison(table, trace_label=f"{plan.traffic.trace} ({len(plan.trace)} requests)",
+                     slo_ms=plan.config.slo_ms)
     print(pricing_lines(plan.run.engine, results))
     failed = any(r.summary.get("failed", 0) for r in results)
     return EXIT_FAILED_REQUESTS if failed and fail_on_error else 0

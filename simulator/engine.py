@@ -29,6 +29,7 @@ from specdec_sim.acceptance.measured import MeasuredAcceptance, build_measured
 from specdec_sim.acceptance.spec_metrics import merge
 from specdec_sim.costmodel import Calibration, CostModel
 from specdec_sim.policies import make_policy
+from specdec_sim.policies.registry import as_policy
 from specdec_sim.policies.base import FixedK, NoSpeculation, Policy
 from specdec_sim.simulator.config import SimConfig
 from specdec_sim.simulator.engine_mode import EngineLimits
@@ -214,7 +215,7 @@ def run_simulation(trace, config: SimConfig, policy: str | Policy = "none", seed
     config = engine.config
     if not isinstance(policy, str) and config.replicas > 1:
         raise ValueError("pass a policy spec string when simulating several replicas (each needs its own state)")
-    policies = [make_policy(policy) if isinstance(policy, str) else policy for _ in range(config.replicas)]
+    policies = [make_policy(policy) if isinstance(policy, str) else as_policy(policy) for _ in range(config.replicas)]
     cost = engine.cost_model(drafter=not never_speculates(policies[0]))
     policy_cost = engine.policy_cost_model()
     limits, num_blocks = engine.limits, engine.num_blocks

@@ -80,6 +80,28 @@ def add_options(parser: argparse.ArgumentParser, cls: type,
         group.add_argument(flag, **kwargs)
 
 
+class DefaultsOnceFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """`--help` that states each default once: `(default: X)` is added only to an option that takes a value, has
+    a default worth stating (not None, empty or suppressed) and whose help does not already state it
+    (`default:`, or `default X` with its value). Flags (`--no-step-log`, `--resume`) never show one:
+    `(default: True)` on a flag that switches something off reads backwards."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        return super()._get_help_string(action) if states_default(action, text) else text
+
+
+def states_default(action: argparse.Action, text: str) -> bool:
+    """Whether `(default: X)` adds anything to the help `text` of `action` (see DefaultsOnceFormatter)."""
+    default = action.default
+    if action.nargs == 0 or not action.option_strings or default is None or default is argparse.SUPPRESS:
+        return False
+    if isinstance(default, (tuple, list, dict, set, str)) and not default:
+        return False
+    lowered = text.lower()
+    return "default:" not in lowered and f"default {str(default).lower()}" not in lowered
+
+
 def from_namespace(cls: type, args: argparse.Namespace, **overrides: Any) -> Any:
     """Build `cls` from the parsed options (fields without an option keep their defaults)."""
     values = {f.name: getattr(args, f.name) for f in option_fields(cls) if hasattr(args, f.name)}
@@ -108,5 +130,5 @@ def parse_float_list(text: str) -> tuple[float, ...]:
         raise ValueError(f"{text!r} is not a comma-separated list of numbers") from None
 
 
-__all__ = ["option", "add_options", "from_namespace", "flag_of", "option_fields", "parse_int", "parse_float",
-           "parse_float_list"]
+__all__ = ["option", "add_options", "DefaultsOnceFormatter", "states_default", "from_namespace", "flag_of",
+           "option_fields", "parse_int", "parse_float", "parse_float_list"]

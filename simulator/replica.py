@@ -12,6 +12,8 @@ from typing import Callable
 
 from specdec_sim.costmodel import NO_PREFILL, CostModel, StepTime, prefill_terms, step_shape
 from specdec_sim.policies.base import DecodeBatch, Policy, StepOutcome
+from specdec_sim.policies.registry import as_policy
+from specdec_sim.policies.vllm import batch_range_problem
 from specdec_sim.acceptance.draws import AcceptanceDrawer
 from specdec_sim.simulator.recorder import Recorder, StepRecord
 from specdec_sim.simulator.request import Request
@@ -33,7 +35,10 @@ class Replica:
         self.cost = cost
         self.policy_cost = cost if policy_cost is None else policy_cost
         self.noise = noise
-        self.policy = policy
+        self.policy = policy = as_policy(policy)  # built-ins as they are; any other object checked at every call
+        problem = batch_range_problem(policy, scheduler.max_num_seqs)
+        if problem:
+            raise ValueError(problem)
         self.observes = getattr(policy, "observes", True)  # False: policy.observe ignores its outcome
         self.scheduler = scheduler
         self.acceptance = acceptance

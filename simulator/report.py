@@ -4,14 +4,16 @@ Every file is written to a temporary name in its directory and renamed when comp
 (`specdec_sim.safe_output.write_atomic`), and a policy's summary.json is written last, so a policy directory with a
 readable summary.json listing its files is finished (`finished_policies`, for `--resume`).
 Speedups compare policies only over the requests every policy completed, and failed requests
-get a warning line under the table. The table fits the console; narrow consoles drop the
-lower-priority columns rather than wrap rows.
+get a warning line under the table, naming each kind of reason once with its count; with --slo the
+table shows request goodput and SLO attainment. The table fits the console; narrow consoles drop
+the lower-priority columns rather than wrap rows.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import math
+import re
 import sys
 import time
 from collections import Counter
@@ -30,11 +32,14 @@ TABLE_COLUMNS = (
     ("mean_e2el_ms", "mean E2E ms", "E2E ms", "{:.1f}"), ("p99_e2el_ms", "p99 E2E ms", "p99 E2E", "{:.1f}"),
     ("mean_ttft_ms", "mean TTFT ms", "TTFT ms", "{:.1f}"), ("p99_ttft_ms", "p99 TTFT ms", "p99 TTFT", "{:.1f}"),
     ("mean_tpot_ms", "mean TPOT ms", "TPOT ms", "{:.2f}"), ("mean_itl_ms", "mean ITL ms", "ITL ms", "{:.2f}"),
-    ("output_throughput", "out tok/s", "tok/s", "{:.0f}"), ("mean_acceptance_length", "accept len", "AL", "{:.2f}"),
+    ("output_throughput", "out tok/s", "tok/s", "{:.0f}"), ("request_goodput", "goodput req/s", "goodput", "{:.2f}"),
+    ("slo_attainment", "SLO met", "SLO", "{:.1%}"), ("mean_acceptance_length", "accept len", "AL", "{:.2f}"),
     ("mean_k", "mean k", "k", "{:.2f}"), ("speedup_vs_none", "E2E speedup*", "speedup*", "{:.2f}x"),
 )
-PRIORITY = ("completed", "failed", "speedup_vs_none", "mean_e2el_ms", "mean_ttft_ms", "mean_tpot_ms", "p99_ttft_ms",
+PRIORITY = ("completed", "failed", "speedup_vs_none", "request_goodput", "slo_attainment", "mean_e2el_ms",
+            "mean_ttft_ms", "mean_tpot_ms", "p99_ttft_ms",
             "output_throughput", "p99_e2el_ms", "mean_itl_ms", "mean_acceptance_length", "mean_k")
+SLO_COLUMNS = ("request_goodput", "slo_attainment")  # null without --slo: shown only when some policy has them
 SUMMARY_FILE = "summary.json"
 
 
@@ -127,13 +132,35 @@ def common_completed(results: list) -> np.ndarray | None:
     return mask
 
 
-def failure_reasons(requests: pd.DataFrame | None, top: int = 2) -> str:
-    """The most common failure reasons with counts, e.g. '2,739 prompt longer than ...'."""
+# A request's reason carries its own numbers; the warning counts reasons by kind (each named once).
+REASON_KINDS = ((re.compile(r"^prompt of \d+ tokens \+ max_tokens \d+ exceeds max_model_len (\d+)$"),
+                 r"prompt + max_tokens over max_model_len \1"),)
+MAX_REASON_KINDS = 4  # kinds named in a warning; the rest are counted together
+
+
+def reason_kind(reason: str) -> str:
+    """A failure reason without the numbers of its request (`prompt of 9000 tokens + max_tokens 0 exceeds
+    max_model_len 8192` -> `prompt + max_tokens over max_model_len 8192`); other reasons as they are."""
+    if not reason or reason == "nan":
+        return "unknown"
+    for pattern, kind in REASON_KINDS:
+        if pattern.match(reason):
+            return pattern.sub(kind, reason)
+    return reason
+
+
+def failure_reasons(requests: pd.DataFrame | None, top: int = MAX_REASON_KINDS) -> str:
+    """Each kind of failure reason once, with its count, commonest first: '2,739 prompt + max_tokens over
+    max_model_len 8192'; kinds beyond `top` are counted together."""
     if requests is None or "status" not in requests or "reason" not in requests:
         return ""
     reasons = requests.loc[requests["status"] != "finished", "reason"].astype(str)
-    counts = Counter(r if r and r != "nan" else "unknown" for r in reasons)
-    return "; ".join(f"{n:,} {why}" for why, n in counts.most_common(top))
+    counts = Counter(map(reason_kind, reasons)).most_common()
+    parts = [f"{n:,} {why}" for why, n in counts[:top]]
+    rest = sum(n for _, n in counts[top:])
+    if rest:
+        parts.append(f"{rest:,} for {len(counts) - top} other reason{'' if len(counts) - top == 1 else 's'}")
+    return "; ".join(parts)
 
 
 def comparison_frame(results: list, specs: list[str]) -> pd.DataFrame:
@@ -215,17 +242,34 @@ def fitted_table(frame: pd.DataFrame, width: int, title: str | None):
     from rich.measure import Measurement
 
     console = Console(width=10_000)  # measure unconstrained: Measurement.get clamps to the console width
-    keys = [k for k in PRIORITY if k in frame.columns]
+    keys = shown_keys(frame)
     while True:
         for short in (False, True):
             table = _table(frame, keys, short, title)
             if Measurement.get(console, console.options, table).maximum <= width or len(keys) <= 3:
-                return table, [k for k in PRIORITY if k in frame.columns and k not in keys]
+                return table, [k for k in shown_keys(frame) if k not in keys]
         keys = keys[:-1]
 
 
-def print_comparison(frame: pd.DataFrame, trace_label: str = "", console=None) -> None:
-    """The side-by-side table at the console's width, a note on what it hides, and failure warnings (stderr)."""
+def shown_keys(frame: pd.DataFrame) -> list[str]:
+    """The table's metrics by PRIORITY: those in `frame`, the SLO ones only where a value exists (--slo)."""
+    return [k for k in PRIORITY if k in frame.columns
+            and (k not in SLO_COLUMNS or pd.to_numeric(frame[k], errors="coerce").notna().any())]
+
+
+def slo_note(slo_ms: dict[str, float] | None) -> str | None:
+    """What the goodput columns count, for the note under the table (None without --slo)."""
+    if not slo_ms:
+        return None
+    limits = ", ".join(f"{metric} <= {limit:g} ms" for metric, limit in slo_ms.items())
+    return (f"goodput: requests per second meeting every SLO ({limits}), as vLLM --goodput; "
+            f"SLO met: the share of completed requests meeting them")
+
+
+def print_comparison(frame: pd.DataFrame, trace_label: str = "", console=None,
+                     slo_ms: dict[str, float] | None = None) -> None:
+    """The side-by-side table at the console's width, notes on what its columns count and what it hides, and
+    failure warnings (stderr). With `slo_ms` (--slo) the table shows request goodput and SLO attainment."""
     from rich.console import Console
 
     console = console or Console()
@@ -235,6 +279,9 @@ def print_comparison(frame: pd.DataFrame, trace_label: str = "", console=None) -
     notes = []
     if "speedup_vs_none" in frame.columns and "speedup_vs_none" not in hidden:
         notes.append("* speedup of mean E2E over `none`, on the requests every policy completed")
+    slo = slo_note(slo_ms)
+    if slo and not {"request_goodput", "slo_attainment"} <= set(hidden):
+        notes.append(slo)
     if hidden:
         notes.append(f"not shown at this width: {', '.join(hidden)} (all in comparison.csv)")
     for note in notes:

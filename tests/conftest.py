@@ -6,9 +6,16 @@ from pathlib import Path
 from typing import Sequence
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from specdec_sim.costmodel import CostModel
 from specdec_sim.policies.base import DecodeBatch, StepOutcome
+
+
+# No clock decides a test: hypothesis's per-example deadline and its too-slow health check both time live runs,
+# and a machine under load fails them. Settings made in the test modules inherit this profile.
+settings.register_profile("no-clock", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("no-clock")
 
 
 @dataclass
@@ -74,3 +81,28 @@ def edited_json(data: dict, path: str, value) -> dict:
     else:
         node[last] = value
     return data
+
+
+# ---- cost without a clock ---------------------------------------------------------------------
+def python_calls(fn, *args, **kwargs) -> tuple[object, int]:
+    """`fn(*args, **kwargs)` and the number of Python-level function calls it made.
+
+    How fast something is must not be decided by a clock in a test (the machine may be loaded); what makes
+    it fast can be counted instead: a loader that is vectorized makes a few hundred Python calls whatever
+    the row count, one with a per-row Python loop makes at least one per row."""
+    import sys
+
+    count = 0
+
+    def profile(frame, event, arg):
+        nonlocal count
+        if event == "call":
+            count += 1
+
+    previous = sys.getprofile()
+    sys.setprofile(profile)
+    try:
+        result = fn(*args, **kwargs)
+    finally:
+        sys.setprofile(previous)
+    return result, count

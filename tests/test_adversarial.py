@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from adversarial_cases import (BAD_TRACES, HEADER, POLICY_SPECS, SPECIAL_TRACES, Case, Outcome, calibration_variants,
                                judge, run_cases, shipped_calibration)
+from adversarial_plugins import HOSTILE_POLICIES, HOSTILE_POLICY_MODULE
 
 SIM_BASE = ["--trace", "sharegpt", "--max-requests", "20", "--policy", "fixed:3", "--quiet", "--out", "{tmp}/out"]
 SIM_RATE_BASE = ["--trace", "sharegpt", "--rate", "5", "--num-requests", "20", "--policy", "fixed:3", "--quiet",
@@ -222,10 +223,24 @@ def policy_cases() -> list[Case]:
             for key, (spec, expect) in POLICY_SPECS.items()]
 
 
+def plugin_cases() -> list[Case]:
+    """Plugin policies with hostile proposals or exceptions, on a batch of several requests (--rate)."""
+    return [Case(f"plugin-{name}", "simulate", [*_without(SIM_RATE_BASE, "--policy"), "--policy",
+                                                f"hostile_policies:{name}"], expect,
+                 names=f"policy 'hostile_policies:{name}'" if expect == "error" else None, must_mention=mention)
+            for name, (expect, mention) in HOSTILE_POLICIES.items()]
+
+
+def write_plugin_modules(root: Path) -> None:
+    for name in HOSTILE_POLICIES:
+        (root / f"plugin-{name}" / "hostile_policies.py").write_text(HOSTILE_POLICY_MODULE)
+
+
 # --- the campaign -----------------------------------------------------------------------------------
 
 def all_cases() -> list[Case]:
-    return trace_cases() + option_cases() + text_option_cases() + calibration_cases() + policy_cases()
+    return (trace_cases() + option_cases() + text_option_cases() + calibration_cases() + policy_cases()
+            + plugin_cases())
 
 
 CASES = {c.id: c for c in all_cases()}
@@ -239,6 +254,7 @@ def outcomes(tmp_path_factory) -> dict[str, Outcome]:
     write_trace_files(root)
     write_text_option_files(root)
     write_calibrations(root)
+    write_plugin_modules(root)
     return run_cases(list(CASES.values()), root)
 
 

@@ -90,3 +90,101 @@ def test_entry_point_names_an_installed_policy(monkeypatch):
                         else [])
     policy = make_policy("always-two:k=2")
     assert policy.name == "fixed:2" and policy.k == 2
+
+
+# --- issue 22 item 1: a plugin's output is checked; the Python API takes any object with propose/observe ----
+
+class TwoEach:
+    """A policy object as README describes one: propose and observe, nothing else but a name."""
+
+    name = "two-each"
+
+    def __init__(self, k: int = 2):
+        self.k = k
+
+    def propose(self, batch):
+        return [self.k] * batch.size
+
+    def observe(self, outcome):
+        pass
+
+
+class Nameless:
+    def propose(self, batch):
+        return [2] * batch.size
+
+    def observe(self, outcome):
+        pass
+
+
+def _small_run(policy):
+    import specdec_sim as sds
+
+    trace = sds.load_traffic(sds.TrafficSpec(trace="sharegpt", rate=8, num_requests=40), seed=0)
+    return sds.run_simulation(trace, sds.SimConfig(), policy=policy, seed=0)
+
+
+def test_python_api_runs_an_object_with_only_propose_observe_and_name():
+    result = _small_run(TwoEach(k=2))  # failed with AttributeError: estimated_alpha before
+    assert result.policy_name == "two-each" and result.summary["completed"] == 40
+    assert result.summary["mean_k"] == pytest.approx(2.0, abs=0.05)
+    assert result.steps["est_alpha"].isna().all()
+
+
+def test_python_api_runs_an_object_without_a_name():
+    """Any object with propose/observe runs from Python (issue 22.1); it is named by its class."""
+    assert _small_run(Nameless()).policy_name == "Nameless"
+
+
+def test_python_api_refuses_a_bad_proposal_in_one_line_naming_policy_step_and_value():
+    from specdec_sim.policies.checked import PolicyError
+
+    class Short(TwoEach):
+        def propose(self, batch):
+            return [1]
+
+    with pytest.raises(PolicyError) as info:
+        _small_run(Short())
+    message = str(info.value)
+    assert message.startswith("policy 'two-each': step ") and "1 proposal length for a batch of" in message
+    assert "\n" not in message
+
+
+def test_built_in_policies_stay_on_the_fast_path_and_plugins_are_checked(tmp_path, monkeypatch):
+    from specdec_sim.policies.checked import CheckedPolicy
+    from specdec_sim.policies.registry import BUILTIN_TYPES, REGISTRY, as_policy
+
+    for spec in ("none", "fixed:3", "vllm-disable", "vllm-table:table=1-4:5;5-1024:0", "smartspec", "turbospec",
+                 "goodput-greedy", "oracle"):
+        policy = make_policy(spec)
+        assert type(policy) in BUILTIN_TYPES and as_policy(policy) is policy, spec
+    assert len(BUILTIN_TYPES) == len(REGISTRY)
+    (tmp_path / "userpol2.py").write_text("from specdec_sim.policies import FixedK\n"
+                                          "class Sub(FixedK):\n    pass\n")
+    monkeypatch.chdir(tmp_path)
+    assert isinstance(make_policy("userpol2:Sub"), CheckedPolicy)  # a subclass may override anything
+    wrapped = as_policy(TwoEach())
+    assert isinstance(wrapped, CheckedPolicy) and as_policy(wrapped) is wrapped and wrapped.k == 2
+
+
+@pytest.mark.parametrize("ks,problem", [
+    ([1], "1 proposal length for a batch of 3 requests"), ([1, 1, 1, 1], "4 proposal lengths"),
+    ([1, 2.0, 1], "k=2.0 (float) for request 1, not an integer"), ([1, True, 1], "k=True (bool)"),
+    ([1, "2", 1], "k='2' (str)"), ([1, None, 1], "k=None"), ([0, 0, -1], "k=-1 for request 2, outside 0..7"),
+    ([8, 0, 0], "k=8 for request 0, outside 0..7 (--max-k)"), (None, "returned None (NoneType)"),
+    ({0: 1}, "(dict), not a list"), ("111", "(str), not a list"),
+])
+def test_checked_proposal_names_what_is_wrong(ks, problem):
+    from specdec_sim.policies.checked import checked_proposal
+
+    assert problem in checked_proposal(ks, 3, 7)
+
+
+def test_checked_proposal_accepts_integers_of_any_kind_as_plain_ints():
+    import numpy as np
+
+    from specdec_sim.policies.checked import checked_proposal
+
+    for ks in ([0, 3, 7], (0, 3, 7), np.array([0, 3, 7]), [np.int64(0), np.int32(3), 7]):
+        out = checked_proposal(ks, 3, 7)
+        assert out == [0, 3, 7] and all(type(k) is int for k in out)

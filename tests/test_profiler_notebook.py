@@ -15,7 +15,7 @@ NOTEBOOK = ROOT / "notebooks" / "latency_curves.ipynb"
 def test_latency_curves_notebook_runs(monkeypatch):
     monkeypatch.delenv("SPECSIM_PROFILE", raising=False)
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
+    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
                                      resources={"metadata": {"path": str(NOTEBOOK.parent)}})
     client.execute()
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import io
-import time
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import HEADER, assert_one_line_error, write
+from conftest import HEADER, assert_one_line_error, python_calls, write
 from specdec_sim.traces import MAX_TOKENS, Trace, TraceError, load_trace
 
 
@@ -137,7 +136,10 @@ def test_trace_error_is_value_error() -> None:
     assert "\n" not in str(TraceError("a\nb\r\nc"))
 
 
-def test_large_file_is_fast(tmp_path: Path) -> None:
+def test_large_file_is_read_without_a_python_step_per_row(tmp_path: Path) -> None:
+    """20,000 rows load (and a bad row deep in them is found) with a few thousand Python calls, whatever the row
+    count: counted, not timed, so a loaded machine cannot fail it (it took 0.4-1.6 s, against a 2 s limit, beside
+    two CPU burners on 2 cores)."""
     rng = np.random.default_rng(1)
     n = 20_000
     frame = pd.DataFrame({"request_id": np.arange(n), "arrival_time_s": np.sort(rng.uniform(0, 1e4, n)),
@@ -146,19 +148,28 @@ def test_large_file_is_fast(tmp_path: Path) -> None:
     frame.to_csv(good, index=False)
     frame.loc[n - 7, "output_tokens"] = 0
     frame.to_csv(bad, index=False)
-    start = time.perf_counter()
-    assert len(load_trace(good)) == n
-    with pytest.raises(TraceError) as excinfo:
-        load_trace(bad)
-    elapsed = time.perf_counter() - start
-    assert_one_line_error(excinfo, f"row {n - 6}", "'output_tokens'")
-    assert elapsed < 2.0
+    trace, calls = python_calls(load_trace, good)
+    assert len(trace) == n and calls < n // 4
+    error, bad_calls = python_calls(load_error, bad)
+    assert isinstance(error, TraceError) and bad_calls < n // 4
+    message = str(error)
+    assert "\n" not in message and f"row {n - 6}" in message and "'output_tokens'" in message
+
+
+def load_error(path: Path) -> TraceError | None:
+    """The TraceError loading `path` raises (None if it loads)."""
+    try:
+        load_trace(path)
+    except TraceError as exc:
+        return exc
+    return None
 
 
 # ---------------------------------------------------------------- hypothesis fuzzing
 
 
-FUZZ_SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ_SETTINGS = settings(max_examples=60, deadline=None,
+                         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 tokens = st.integers(min_value=1, max_value=MAX_TOKENS)
 times = st.floats(min_value=0, max_value=1e7, allow_nan=False, allow_infinity=False)
 

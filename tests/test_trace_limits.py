@@ -154,7 +154,8 @@ def test_max_requests_beyond_the_trace_is_detectable() -> None:
         check_enough(trace, 301, option="--num-requests")
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(rows=st.lists(st.tuples(st.floats(0, 1e4), st.integers(1, 50)), min_size=1, max_size=60),
        chunk=st.integers(1, 9), cut=st.integers(1, 70), duration=st.floats(0.5, 2e4), jsonl=st.booleans(),
        ordered=st.booleans())

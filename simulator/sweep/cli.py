@@ -17,6 +17,9 @@ field by name, and repeating it with other values (`--set acceptance=0.5 --set a
 makes that option a sweep axis. `--slo` is the per-request goodput SLO (`ttft:200,tpot:50`, as `simulate`);
 `--capacity-slo` is the latency SLO a capacity search must meet (`p99_ttft:2000,mean_tpot:50`). Options given on
 the command line override the TOML file's; relative paths in the file are relative to it.
+A sweep never changes files git tracks (a committed experiment's results and figures): an --out or --plot
+holding any is refused unless --resume asks to continue the sweep there; give another --out (and --plot)
+to reproduce an experiment in a fresh directory.
 Exit status: 0 all runs ok, 1 some runs failed (recorded in the table), 2 bad options, 130 interrupted
 (Ctrl-C), 143 terminated (SIGTERM); finished runs are kept either way and a rerun resumes them.
 
@@ -44,12 +47,12 @@ from pathlib import Path
 from typing import Sequence
 
 import specdec_sim
-from specdec_sim.simulator.cli import add_policy_options
+from specdec_sim.simulator.cli import add_policy_options, add_progress_option
 from specdec_sim.simulator.config import SimConfig
 from specdec_sim.simulator.options import add_options
 from specdec_sim.cli_support import OneLineParser, fail
 from specdec_sim.simulator.traffic import DEFAULT_NUM_REQUESTS, DEFAULT_TRACE
-from specdec_sim.simulator.sweep.plan import SWEEP_AXES, SweepPlan, UsageError, make_sweep_plan
+from specdec_sim.simulator.sweep.plan import SWEEP_AXES, SweepPlan, UsageError, make_sweep_plan, refuse_tracked_outputs
 from specdec_sim.simulator.sweep.runner import expand_grid, preflight_traces, run_tasks
 from specdec_sim.simulator.sweep.tables import print_capacity, print_table
 
@@ -76,11 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="first S seconds of each trace (with --rates and no --max-requests: arrivals for S seconds)")
     add("--set", action="append", default=[], metavar="KEY=VALUE",
         help="any SimConfig field; repeat a KEY with different values to sweep it (an axis)")
-    add("--out", type=Path, help="result directory (results.parquet/.csv, resumable)")
+    add("--out", type=Path, help="result directory (results.parquet/.csv); rerunning the same command resumes there")
+    add("--resume", action="store_true", help="continue the sweep in --out (and --plot) even where git tracks files "
+                                              "there: committed results are never changed without it")
     add("--workers", type=int, help="local worker processes (default 2; 0 = in this process)")
     add("--dask", metavar="ADDRESS", help="run on an existing Dask cluster, e.g. tcp://host:8786")
     add("--plot", type=Path, metavar="DIR", help="write PNG figures here when done")
-    add("--no-progress", action="store_true", help="no progress bar")
+    add_progress_option(p, dest="no_progress")
     engine = p.add_argument_group("engine (every run; same options as simulate)")
     add_options(p, SimConfig, {name: engine for name in ("serving", "speculation", "output")},
                 skip=SWEEP_AXES, suppress_defaults=True)
@@ -109,6 +114,7 @@ def check_plan(plan: SweepPlan) -> None:
     from specdec_sim.costmodel import load_calibration
 
     plan.spec.validate()
+    refuse_tracked_outputs(plan)
     for policy in plan.spec.policies:
         make_policy(policy)
     preflight_traces(plan.spec)

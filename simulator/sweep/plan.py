@@ -50,6 +50,7 @@ class SweepPlan:
     progress: bool = True
     capacity: dict[str, Any] | None = None  # slo, lo, hi, tol, grow
     extras: dict[str, Any] = field(default_factory=dict)
+    resume: bool = False  # --resume: writing where git tracks files (committed results) is allowed
 
 
 def _split(text: str, sep: str = ",") -> list[str]:
@@ -197,8 +198,23 @@ def make_sweep_plan(args: argparse.Namespace) -> SweepPlan:
     workers = _scalar(pick(args.workers, "workers", default=2), int, "workers")
     if not 0 <= workers <= MAX_WORKERS:
         raise UsageError(f"--workers: must be in 0..{MAX_WORKERS}")
-    return SweepPlan(spec, out, workers, pick(args.dask, "dask"), plot,
-                not args.no_progress and sw.get("progress", True), capacity)
+    return SweepPlan(spec, out, workers, pick(args.dask, "dask"), plot, not args.no_progress and sw.get("progress", True),
+                     capacity, resume=bool(getattr(args, "resume", False)))
+
+
+def refuse_tracked_outputs(plan: SweepPlan) -> None:
+    """UsageError when --out or --plot holds files git tracks (committed results, figures) and --resume was not
+    given: a sweep never modifies tracked files unless asked to resume there."""
+    from specdec_sim.simulator.sweep.store import tracked_files
+
+    if plan.resume:
+        return
+    for option, directory in (("--out", plan.out), ("--plot", plan.plot)):
+        tracked = tracked_files(directory) if directory is not None else []
+        if tracked:
+            raise UsageError(f"{option} {directory}: holds {len(tracked)} file(s) git tracks (committed results or "
+                             f"figures, e.g. {Path(tracked[0]).name}), which a sweep changes only when asked: give "
+                             f"another {option} for a fresh run, or --resume to continue the sweep there")
 
 
 def _capacity_options(args: argparse.Namespace, cap: dict[str, Any]) -> dict[str, Any]:

@@ -3,12 +3,14 @@
 Rows are keyed by `run_id`; a journal line that is torn or not a row is skipped with one warning
 line on stderr (its run is run again); `ResultStore.add` appends to the journal with fsync and
 rewrites the table atomically (`write_atomic`, signals held back while it writes) at most once per
-`TABLE_REWRITE_INTERVAL_S`, and `write_table` at the end.
+`TABLE_REWRITE_INTERVAL_S`, and `write_table` at the end. `tracked_files` says which files of a directory git
+tracks: a sweep writes into a directory holding committed results only when asked to resume there.
 """
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -33,6 +35,7 @@ class ResultStore:
     name: str = "results"
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)
     _last_write: float = 0.0
+    _added: int = 0  # rows journaled by this store (a resumed sweep with nothing to run adds none)
 
     @property
     def journal(self) -> Path:
@@ -79,13 +82,17 @@ class ResultStore:
             fh.flush()
             os.fsync(fh.fileno())
         self.rows[row["run_id"]] = row
+        self._added += 1
         if time.monotonic() - self._last_write >= TABLE_REWRITE_INTERVAL_S:
             self.write_table()
 
     def write_final_table(self) -> pd.DataFrame:
         """The table from the journal itself, so an interrupt between journaling a row and keeping it (SIGINT,
-        SIGTERM) can never leave the table and the journal disagreeing."""
+        SIGTERM) can never leave the table and the journal disagreeing. A sweep that added no row leaves tables
+        that exist as they are (resuming a finished sweep modifies no file)."""
         self.rows = self._load(warn=False)  # unreadable lines were reported when the store opened
+        if not self._added and all((self.out_dir / f"{self.name}.{ext}").is_file() for ext in ("parquet", "csv")):
+            return self.frame()
         return self.write_table()
 
     def frame(self) -> pd.DataFrame:
@@ -105,6 +112,26 @@ class ResultStore:
             write_atomic(self.out_dir / f"{self.name}.parquet", lambda p: df.to_parquet(p, index=False))
             write_atomic(self.out_dir / f"{self.name}.csv", lambda p: df.to_csv(p, index=False))
         return df
+
+
+GIT_TIMEOUT_S = 60.0  # a guard against a hung git, not a measurement
+
+
+def tracked_files(directory: str | os.PathLike) -> list[str]:
+    """The files under `directory` that git tracks (deleted ones too), as git names them; none where git is missing or
+    the directory is in no git work tree."""
+    target = Path(directory).expanduser().resolve()
+    anchor = next((p for p in (target, *target.parents) if p.is_dir()), None)
+    if anchor is None:
+        return []
+    try:
+        proc = subprocess.run(["git", "-C", str(anchor), "ls-files", "-z", "--", str(target)], capture_output=True,
+                              timeout=GIT_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    if proc.returncode != 0:  # not a work tree, or the directory lies outside it
+        return []
+    return [name for name in proc.stdout.decode("utf-8", "replace").split("\0") if name]
 
 
 def _parse_row(line: str) -> dict[str, Any] | None:
