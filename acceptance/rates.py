@@ -10,7 +10,7 @@ inverse, and `best_uniform_k` the goodput-best uniform proposal length given any
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 DEFAULT_SPREAD = 20.0
 
@@ -90,6 +90,15 @@ class AcceptanceError(ValueError):
     """An --acceptance value that is neither a preset nor a rate in (0, 1)."""
 
 
+def position_tokens(rates: Sequence[float], k: int) -> float:
+    """Tokens a request emits in a step proposing k, from unconditional per-position acceptance rates (vLLM's
+    per-position acceptance: accepted at position i over drafts): 1 + the first k rates. ValueError when k is
+    beyond the rates given (no extrapolation)."""
+    if k > len(rates):
+        raise ValueError(f"k {k} is beyond the {len(rates)} per-position rates given")
+    return 1.0 + float(sum(rates[:max(0, k)]))
+
+
 def resolve_mean_alpha(acceptance: str | float) -> float:
     """A preset name or a number in (0, 1) -> mean per-token acceptance rate."""
     if isinstance(acceptance, (int, float)):
@@ -112,5 +121,5 @@ def preset_position_rates(acceptance: str | float) -> tuple[float, ...]:
     return preset.conditional_position_rates if preset else ()
 
 
-__all__ = ["DEFAULT_SPREAD", "expected_tokens", "alpha_from_acceptance_length", "best_uniform_k",
+__all__ = ["DEFAULT_SPREAD", "expected_tokens", "alpha_from_acceptance_length", "best_uniform_k", "position_tokens",
            "AcceptancePreset", "PRESETS", "AcceptanceError", "resolve_mean_alpha", "preset_position_rates"]

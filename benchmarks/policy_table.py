@@ -103,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--legacy", action="store_true", help="the TurboSpec authors' fit on the V0 engine, priced "
                                                            "exactly (the setting of the first README table)")
     ap.add_argument("--calibration", default=None, help="calibration name or path (default: the shipped default)")
+    ap.add_argument("--cuda-graphs", default="auto", choices=("auto", "full", "piecewise"),
+                    help="simulate's --cuda-graphs (auto: a policy that varies k pays the dynamic-k tax in V1; full: "
+                         "an engine that captured every k)")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args(argv)
     log = (lambda m: print(m, file=sys.stderr, flush=True)) if args.verbose else None
@@ -110,9 +113,11 @@ def main(argv: list[str] | None = None) -> int:
 
     rates = _parse_rates(args.rates)
     options = LEGACY if args.legacy else ((("calibration", args.calibration),) if args.calibration else ())
+    options += (("cuda_graphs", args.cuda_graphs),)
     main_load = Workload(acceptance=args.acceptance, max_num_seqs=args.max_num_seqs, num_requests=args.num_requests,
                          engine_options=options)
     print(f"## ShareGPT lengths, Poisson, acceptance {args.acceptance}, max_num_seqs {args.max_num_seqs}, "
+          f"--cuda-graphs {args.cuda_graphs}, "
           f"{args.num_requests} requests per rate: mean E2E ms (ratio to best of none/fixed:1..7)\n")
     results = run_grid(rates, BASELINES + adaptive, main_load, log)
     print(markdown_table(results, rates, BASELINES + adaptive))

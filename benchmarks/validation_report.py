@@ -36,11 +36,18 @@ class Row:
 
 @dataclass(frozen=True)
 class Check:
-    """One done-when check of issue 9."""
+    """One done-when check (issues 9 and 20); an `informational` one reports a finding and never fails --check."""
 
     name: str
     passed: bool
     detail: str
+    informational: bool = False
+
+    @property
+    def verdict(self) -> str:
+        if self.passed:
+            return "pass"
+        return "finding" if self.informational else "FAIL"
 
 
 @dataclass
@@ -120,14 +127,14 @@ def print_report(report: Report, console=None) -> None:
     for role, c in report.calibrations.items():
         if _fallback(c):
             console.print(f"{role}: {c['name']} ({_fallback(c)})")
-    checks = Table(title="Done-when checks (issue 9)")
+    checks = Table(title="Done-when checks (issues 9 and 20)")
     for name in ("check", "result", "detail"):
         checks.add_column(name, overflow="fold")
     for c in report.checks:
-        checks.add_row(c.name, "[green]pass[/green]" if c.passed else "[red]FAIL[/red]", c.detail)
+        colour = "green" if c.passed else "yellow" if c.informational else "red"
+        checks.add_row(c.name, f"[{colour}]{c.verdict}[/{colour}]", c.detail)
     console.print(checks)
-    passed = sum(c.passed for c in report.checks)
-    console.print(f"{passed} of {len(report.checks)} checks pass")
+    console.print(summary_line(report))
 
 
 def _fallback(calibration: dict) -> str:
@@ -148,9 +155,17 @@ def markdown(report: Report) -> str:
                       "|---|---|---|---|---|---|---|"]
         lines.append("| " + " | ".join(cell.replace("|", "/") for cell in line[1:]) + " |")
     lines += ["", "| done-when check | result | detail |", "|---|---|---|"]
-    lines += [f"| {c.name} | {'pass' if c.passed else '**FAIL**'} | {c.detail} |" for c in report.checks]
-    passed = sum(c.passed for c in report.checks)
-    return "\n".join(lines + ["", f"{passed} of {len(report.checks)} checks pass."])
+    lines += [f"| {c.name} | {'pass' if c.passed else c.verdict if c.informational else '**FAIL**'} | {c.detail} |"
+              for c in report.checks]
+    return "\n".join(lines + ["", summary_line(report) + "."])
+
+
+def summary_line(report: Report) -> str:
+    """`N of M checks pass` (done-when checks), and the informational findings apart."""
+    gates = [c for c in report.checks if not c.informational]
+    found = [c for c in report.checks if c.informational and not c.passed]
+    text = f"{sum(c.passed for c in gates)} of {len(gates)} checks pass"
+    return text + (f"; {len(found)} informational finding{'s' if len(found) != 1 else ''}" if found else "")
 
 
 BEGIN, END = "<!-- validate_published: begin (generated) -->", "<!-- validate_published: end -->"

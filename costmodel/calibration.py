@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from specdec_sim.costmodel.coefficients import (DraftCost, ForwardCoefficients, LowPoint, ValidRange,
@@ -27,6 +27,8 @@ FORMAT_VERSION = 1
 DRAFT_KINDS = ("sequential", "linear", "fraction")
 FIRST_PASSES = ("drafting", "step_tokens")
 CONVENTIONS = ("exact", "turbospec_v1")
+ENGINES = ("v1", "v0")  # the vLLM engine generation a calibration describes
+SCORERS = ("mqa", "batch_expansion")  # how the target scores k+1 positions per request (see model.py)
 
 
 class CalibrationError(ValueError):
@@ -73,6 +75,20 @@ class Calibration:
     overhead_fraction: float = 0.0  # of target time, in steps that speculate (TurboSpec: 0.05)
     overhead_fixed_ms: float = 0.0  # per speculating step (rejection sampling, bookkeeping)
     step_overhead_ms: float = 0.0  # per step, speculating or not (scheduling, sampling, launches, host sync)
+    per_request_ms: float = 0.0  # per sequence of a step (host: inputs, scheduling, output processing)
+    sampling_row_ms: float = 0.0  # per logits row sampled or verified (vocabulary-sized work: B x (k+1) rows)
+    spec_per_request_ms: float = 0.0  # per drafting request of a speculating step (rejection-sampler and draft
+    #                                   bookkeeping)
+    dynamic_k_tax_ms: float = 0.0  # per step of a policy that varies k (PIECEWISE instead of FULL CUDA graphs)
+    dynamic_k_tax_spec_ms: float = 0.0  # the same, per speculating step
+    legacy_spec_per_request_ms: float = 0.0  # what vLLM V1 <= 0.10 paid per drafting request: prices the legacy
+    #                                          sources the calibration was fitted to, never a simulated step
+    engine: str = "v1"  # the vLLM engine the coefficients describe: v1, or v0 (2024, SpecDecodeWorker)
+    scorer: str = "mqa"  # mqa: the k+1 positions of a request are one query block (one KV read); batch_expansion:
+    #                     each position is its own sequence reading the request's whole context (V0's default)
+    cuda_graph_max_batch: int = 0  # decode batches of more sequences run eagerly (V0: 256); 0 = no limit
+    eager_forward_ms: float = 0.0  # extra time of a target forward run without CUDA graphs (kernel launches)
+    eager_draft_forward_ms: float = 0.0  # the same for one draft-model forward
     tensor_parallel: int = 1  # GPUs the target is sharded over (memory.gpu_memory_gib sums them)
     max_model_len: int = 0  # the model's context limit (max_position_embeddings); 0 = not stated
     ngram_fraction_of_target: float = 0.0  # prompt lookup's draft cost on this target, when `draft` prices another
@@ -95,7 +111,9 @@ class Calibration:
 
 # ---- field checks: names, types, finite numbers, bounds ------------------------------------------
 
-MINIMUM = {"ngram_fraction_of_target": 0, "tensor_parallel": 1, "max_model_len": 0, "step_overhead_ms": 0, "knee_tokens": 0, "prefill_attention_ms": 0, "fraction_of_target": 0, "overhead_fraction": 0,
+MINIMUM = {"legacy_spec_per_request_ms": 0, "per_request_ms": 0, "sampling_row_ms": 0, "spec_per_request_ms": 0, "dynamic_k_tax_ms": 0,
+           "dynamic_k_tax_spec_ms": 0, "cuda_graph_max_batch": 0, "eager_forward_ms": 0, "eager_draft_forward_ms": 0,
+           "head_after_knee_ms": 0, "ngram_fraction_of_target": 0, "tensor_parallel": 1, "max_model_len": 0, "step_overhead_ms": 0, "knee_tokens": 0, "prefill_attention_ms": 0, "fraction_of_target": 0, "overhead_fraction": 0,
            "weights_gib": 0, "activation_reserve_gib": 0, "kv_bytes_per_token": 1, "block_size": 1,
            "max_batch_size": 1, "max_batched_tokens": 1, "max_context_tokens": 0, "max_k": 1}
 POSITIVE = ("gpu_memory_gib", "gpu_memory_utilization")
@@ -190,13 +208,16 @@ def _top_level(data: dict, source: str) -> dict:
     if not isinstance(data["name"], str) or not data["name"].strip():
         raise _fail(source, f"name must be a non-empty string, not {_short(data['name'])}")
     out: dict = {"name": data["name"]}
-    for key in ("overhead_fraction", "overhead_fixed_ms", "step_overhead_ms", "ngram_fraction_of_target"):
+    for key in ("overhead_fraction", "overhead_fixed_ms", "step_overhead_ms", "ngram_fraction_of_target",
+                "per_request_ms", "sampling_row_ms", "spec_per_request_ms", "dynamic_k_tax_ms", "dynamic_k_tax_spec_ms",
+                "legacy_spec_per_request_ms",
+                "eager_forward_ms", "eager_draft_forward_ms"):
         if key in data:
             out[key] = _number(data[key], key, "float", source)
-    for key in ("tensor_parallel", "max_model_len"):
+    for key in ("tensor_parallel", "max_model_len", "cuda_graph_max_batch"):
         if key in data:
             out[key] = _number(data[key], key, "int", source)
-    for key in ("batched_tokens_convention", "description", "device"):
+    for key in ("batched_tokens_convention", "description", "device", "engine", "scorer"):
         if key in data and not isinstance(data[key], str):
             raise _fail(source, f"{key} must be a string, not {_short(data[key])}")
         if key in data:
@@ -208,6 +229,10 @@ def _top_level(data: dict, source: str) -> dict:
             out[key] = data[key]
     if out.get("batched_tokens_convention", "exact") not in CONVENTIONS:
         raise _fail(source, "batched_tokens_convention must be 'exact' or 'turbospec_v1'")
+    if out.get("engine", "v1") not in ENGINES:
+        raise _fail(source, f"engine must be one of {', '.join(ENGINES)}, not {_short(out['engine'])}")
+    if out.get("scorer", "mqa") not in SCORERS:
+        raise _fail(source, f"scorer must be one of {', '.join(SCORERS)}, not {_short(out['scorer'])}")
     return out
 
 
@@ -245,6 +270,19 @@ def check_step_times(cal: Calibration, source: str | None = None) -> Calibration
                         low.context, True)
     _check_low(overhead, "speculation overhead", f"overhead_fixed_ms={cal.overhead_fixed_ms:.4g}", rng, source,
                strict=False)
+    return cal
+
+
+ENGINE_ERAS = ("current", "legacy")
+
+
+def as_era(cal: Calibration, era: str) -> Calibration:
+    """`cal` as an engine generation priced it: `legacy` (vLLM V1 <= 0.10) with its own per-request speculation cost;
+    such an engine also ran PIECEWISE CUDA graphs, so price it with `CostModel(..., dynamic_k=True)`."""
+    if era not in ENGINE_ERAS:
+        raise ValueError(f"engine era {era!r} is not one of {', '.join(ENGINE_ERAS)}")
+    if era == "legacy":
+        return replace(cal, spec_per_request_ms=cal.legacy_spec_per_request_ms)
     return cal
 
 

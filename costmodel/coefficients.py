@@ -60,6 +60,8 @@ class DraftCost:
     covers one token per drafting request. kind = "linear": TurboSpec's closed form
     fixed + per_kv_token*N_kv + per_scheduled_token*N_sched + per_k*k + per_seq*B.
     kind = "fraction": a fixed share of the target time (prompt lookup / n-gram, 4 %).
+    `head_after_knee_ms` prices the LM head's compute on the drafted rows of each sequential pass (`forward`
+    leaves it out of its slope, since pass 1 runs over every token but computes logits for one row per request).
     """
 
     kind: str = "sequential"
@@ -71,6 +73,8 @@ class DraftCost:
     per_seq_ms: float = 0.0
     fraction_of_target: float = 0.0
     first_pass: str = "drafting"
+    head_after_knee_ms: float = 0.0  # the drafter's LM head per drafted row past `forward.knee_tokens`, every pass
+    #                                  (logits are computed for one row per drafting request, not for every token)
 
 
 @dataclass(frozen=True)

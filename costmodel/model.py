@@ -143,26 +143,78 @@ class StepTime:
 
 
 class CostModel:
-    """Prices a StepShape with one calibration. Pure and cheap: policies call it in loops."""
+    """Prices a StepShape with one calibration. Pure and cheap: policies call it in loops.
 
-    def __init__(self, calibration: Calibration, drafter: bool = True):
+    A step is three buckets (milliseconds, returned in seconds):
+
+    * verify: the target forward (`ForwardCoefficients`: weights, KV read, compute past the knee); with
+      `scorer` "batch_expansion" (vLLM V0) each request's k+1 positions are separate one-token sequences
+      that each read the request's whole context, so the KV read and per-sequence costs scale with
+      B x (k+1); a forward of more than `cuda_graph_max_batch` sequences, or with a prefill in V0, runs
+      eagerly and pays `eager_forward_ms`; a policy that varies k pays the dynamic-k tax (PIECEWISE
+      instead of FULL CUDA graphs) here;
+    * draft: the proposer's passes (`draft_ms`), each with the LM head on its drafted rows;
+    * overhead: per step, per sequence, per sampled or verified logits row (vocabulary-sized work, B x (k+1)
+      rows), and in speculating steps per drafting request (rejection sampling and bookkeeping).
+    """
+
+    def __init__(self, calibration: Calibration, drafter: bool = True, dynamic_k: bool = False):
         """`drafter`: the run has a proposer loaded, so a drafter that prefills prompts (first_pass
         "step_tokens") is charged for them in steps of prefill chunks alone; False for runs that never
-        speculate (no drafter in the engine, as a vLLM baseline without a speculative config)."""
-        self.calibration = calibration
-        self._target = calibration.target
-        self._draft = calibration.draft
-        self._turbospec = calibration.batched_tokens_convention == "turbospec_v1"
-        self._step_tokens_pass = calibration.draft.kind == "sequential" and calibration.draft.first_pass == "step_tokens"
+        speculate (no drafter in the engine, as a vLLM baseline without a speculative config).
+        `dynamic_k`: the policy changes k at run time, so the engine runs PIECEWISE CUDA graphs and every
+        step pays the calibration's dynamic-k tax (vLLM #49548)."""
+        c = self.calibration = calibration
+        self._target = c.target
+        self._draft = c.draft
+        self._turbospec = c.batched_tokens_convention == "turbospec_v1"
+        self._step_tokens_pass = c.draft.kind == "sequential" and c.draft.first_pass == "step_tokens"
         self._drafter_prefill = drafter and self._step_tokens_pass
-        self._step_overhead = calibration.step_overhead_ms
+        self._step_overhead = c.step_overhead_ms
+        self._per_request, self._row, self._spec_request = c.per_request_ms, c.sampling_row_ms, c.spec_per_request_ms
+        self.dynamic_k = dynamic_k
+        self._tax, self._tax_spec = (c.dynamic_k_tax_ms, c.dynamic_k_tax_spec_ms) if dynamic_k else (0.0, 0.0)
+        self._taxed = bool(self._tax or self._tax_spec)
+        self._overhead_fraction, self._overhead_fixed = c.overhead_fraction, c.overhead_fixed_ms
+        self._expand = c.scorer == "batch_expansion"
+        self._graph_max = c.cuda_graph_max_batch
+        self._eager, self._eager_draft = c.eager_forward_ms, c.eager_draft_forward_ms
+        self._v0 = c.engine == "v0"
+        draft = c.draft
+        self._head = draft.head_after_knee_ms if draft.forward is not None else 0.0
+        self._head_knee = draft.forward.knee_tokens if draft.forward is not None else 0.0
 
-    def target_ms(self, shape: StepShape) -> float:
+    def scored_sequences(self, shape: StepShape) -> int:
+        """Sequences the target forward carries: B + prefills, or with batch expansion sum(k_r + 1) + prefills."""
+        if self._expand and shape.num_proposing:
+            return shape.verify_tokens + shape.num_prefill
+        return shape.num_seqs
+
+    def _eager_forward(self, sequences: int, shape: StepShape) -> bool:
+        """Whether the target forward runs without CUDA graphs: more sequences than captured, or (V0) a prefill."""
+        if self._graph_max and sequences > self._graph_max:
+            return True
+        return self._v0 and shape.num_prefill > 0 and self._eager > 0.0
+
+    def forward_ms(self, shape: StepShape) -> float:
+        """The target forward alone (what an n-gram lookup's share and TurboSpec's overhead share are taken of)."""
         batched = shape.verify_tokens + shape.prefill_tokens
         if self._turbospec:  # N_sched_wo_spec = B + prefill tokens counted again (reference 1.4)
             batched += shape.num_decode
-        return self._target.forward_ms(batched, shape.kv_tokens, shape.num_seqs,
-                                       shape.num_proposing > 0, shape.prefill_attention_tokens2)
+        kv, sequences = shape.kv_tokens, shape.num_seqs
+        spec = shape.num_proposing > 0
+        if self._expand and spec:  # every position reads its request's context (mean context: contexts not kept)
+            sequences = self.scored_sequences(shape)
+            kv = shape.kv_tokens * shape.verify_tokens / max(1, shape.num_decode)
+        t = self._target.forward_ms(batched, kv, sequences, spec, shape.prefill_attention_tokens2)
+        if self._eager and self._eager_forward(sequences, shape):
+            t += self._eager
+        return t
+
+    def target_ms(self, shape: StepShape) -> float:
+        """The verify bucket: the target forward, and the dynamic-k tax of a policy that varies k."""
+        t = self.forward_ms(shape)
+        return t + self.dynamic_k_tax_ms(shape) if self._taxed else t
 
     def draft_ms(self, shape: StepShape, target_ms: float) -> float:
         if shape.max_k <= 0:
@@ -182,22 +234,51 @@ class CostModel:
         sizes = shape.draft_batch_sizes
         if self._step_tokens_pass:  # pass 1 runs over every token of the step (accepted tokens, prompt chunks)
             total = fwd.forward_ms(shape.verify_tokens + shape.prefill_tokens, shape.kv_tokens, shape.num_seqs)
+            total += self._pass_extra(sizes[0]) if sizes else 0.0
             sizes = sizes[1:]
         last, last_ms = -1, 0.0
         for drafting in sizes:  # passes of equal size (a uniform proposal) are priced once
             if drafting != last:
-                last, last_ms = drafting, fwd.forward_ms(drafting, kv_per_seq * drafting, drafting)
+                last = drafting
+                last_ms = fwd.forward_ms(drafting, kv_per_seq * drafting, drafting) + self._pass_extra(drafting)
             total += last_ms
         return total
 
-    def step_time(self, shape: StepShape) -> StepTime:
-        target = self.target_ms(shape)
-        draft = self.draft_ms(shape, target)
-        overhead = self._step_overhead
+    def _pass_extra(self, rows: int) -> float:
+        """One draft pass's LM head on its `rows` drafted rows past the knee, and its eager launches if uncaptured."""
+        extra = self._head * (rows - self._head_knee) if self._head and rows > self._head_knee else 0.0
+        if self._eager_draft and self._graph_max and rows > self._graph_max:
+            extra += self._eager_draft
+        return extra
+
+    def overhead_ms(self, shape: StepShape, target_ms: float) -> float:
+        """Per step, per sequence, per logits row; in speculating steps per drafting request (and TurboSpec's share
+        of the target time)."""
+        sequences = self.scored_sequences(shape) if self._v0 else shape.num_seqs
+        overhead = self._step_overhead + self._per_request * sequences
+        if self._row:
+            overhead += self._row * (shape.verify_tokens + shape.num_prefill)
         if shape.max_k > 0:
-            overhead += self.calibration.overhead_fraction * target + self.calibration.overhead_fixed_ms
+            overhead += (self._overhead_fraction * target_ms + self._overhead_fixed
+                         + self._spec_request * shape.num_proposing)
+        return overhead
+
+    def dynamic_k_tax_ms(self, shape: StepShape) -> float:
+        """What this step paid for a policy that varies k (0 for static policies)."""
+        if not self._taxed:
+            return 0.0
+        return self._tax + self._tax_spec if shape.max_k > 0 else self._tax
+
+    def step_time(self, shape: StepShape) -> StepTime:
+        """The step's buckets; an n-gram lookup's share and TurboSpec's overhead share are of the forward alone,
+        so the dynamic-k tax adds exactly itself (in the verify bucket)."""
+        target = self.forward_ms(shape)
+        draft = self.draft_ms(shape, target)
+        overhead = self.overhead_ms(shape, target)
         if not (0.0 < target < _INF and 0.0 <= draft < _INF and 0.0 <= overhead < _INF):
             self._refuse_unless_empty(shape, target, draft, overhead)
+        if self._taxed:
+            target += self._tax + self._tax_spec if shape.max_k > 0 else self._tax
         return StepTime(draft / 1000.0, target / 1000.0, overhead / 1000.0)
 
     def _refuse_unless_empty(self, shape: StepShape, target: float, draft: float, overhead: float) -> None:

@@ -94,7 +94,10 @@ def _linear_view(truth: Calibration, shapes: list[StepShape], times: list[StepTi
         draft = DraftCost(kind="linear", fixed_ms=float(d[0]), per_kv_token_ms=float(d[1]),
                           per_scheduled_token_ms=float(d[2]), per_k_ms=float(d[3]), per_seq_ms=float(d[4]))
     how = "non-negative least squares" if nonnegative else "least squares"
+    # the line is fitted to step times that already carry batch expansion and eager forwards: priced as a plain
+    # line (mqa, no graph limit), or they would be charged twice
     return replace(truth, name=f"{truth.name}+fitted-linear", target=target, draft=draft, fit_error={},
+                   scorer="mqa", cuda_graph_max_batch=0, eager_forward_ms=0.0, eager_draft_forward_ms=0.0,
                    provenance={"source": f"linear fit ({how}) of calibration {truth.name!r} over {len(shapes)} "
                                          "profiled steps (costmodel/policy_view.py), as the TurboSpec authors fit "
                                          "theirs"})

@@ -54,7 +54,9 @@ class StepOutcome:
 
 class Policy(Protocol):
     """A speculation policy. Optionally a class attribute `observes = False` says that `observe` ignores its
-    outcome, so the engine need not build one each step (absent: True)."""
+    outcome, so the engine need not build one each step (absent: True), and `varies_k = False` that its k never
+    changes at run time, so the engine keeps FULL CUDA graphs and pays no dynamic-k tax (absent: True: an engine
+    that lets a policy change k must run PIECEWISE graphs, vLLM #49548)."""
 
     name: str
 
@@ -74,6 +76,7 @@ class NoSpeculation:
 
     name: str = "none"
     observes = False  # observe() ignores the outcome (see Policy)
+    varies_k = False  # a static speculative config (see Policy)
 
     def propose(self, batch: DecodeBatch) -> list[int]:
         return [0] * len(batch.requests)
@@ -92,6 +95,7 @@ class FixedK:
     k: int = 3
     name: str = field(default="fixed", init=False)
     observes = False  # observe() ignores the outcome (see Policy)
+    varies_k = False  # a static speculative config (see Policy)
 
     def __post_init__(self) -> None:
         if self.k < 0:

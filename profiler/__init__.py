@@ -10,6 +10,9 @@ Modules are named by the pipeline they serve:
   costmodel.hardware), `roofline_efficiency` and `vidur` (GPU efficiencies from Vidur's kernel tables),
   `roofline_serving`, `published` and `roofline_profile_points` (serving terms fitted to published points
   or a profile-gpu CSV);
+* `bench_*` (`build-calibration --from-bench`): `bench_results` (vllm bench serve result JSONs read and
+  checked), `bench_fit` (each run simulated with a candidate calibration; the serving terms fitted to them,
+  leave-one-out refits), `bench_build` (the calibration, its provenance and per-file errors, the report);
 * `acceptance_*` (`measure-acceptance`, acceptance_cli): `acceptance_spans` (draft-model spans with torch),
   `acceptance_inputs` (the prompts file); n-gram spans are numpy (acceptance/ngram_spans.py).
 

@@ -1,17 +1,23 @@
 """Build a calibration without a GPU: roofline with fitted efficiencies plus serving terms fitted to measurements.
 
     target forward = roofline_forward(target, gpu, efficiency, tp)        (costmodel.hardware)
-    draft forward  = the head's or draft model's roofline, its own per-pass fixed time
-    step           = draft + verify + step_overhead_ms
-                     (+ overhead_fixed_ms + overhead_fraction * target when speculating)
+    draft forward  = the head's or draft model's roofline, its own per-pass fixed time, its LM head on the
+                     drafted rows of each pass
+    step           = draft + verify + step_overhead_ms + per_request_ms x B + sampling_row_ms x B(k+1)
+                     (+ spec_per_request_ms x drafting requests when speculating)
+                     (+ dynamic_k_tax_ms (+ dynamic_k_tax_spec_ms) for a policy that varies k, and for a point
+                        measured on an engine running PIECEWISE CUDA graphs)
 
 1. Efficiencies (memory, compute, knee, all-reduce) of the GPU at this TP degree: fitted to Vidur's
    kernel tables when `vidur_dir` is given (`profiler.vidur`), else read from the derived numbers
    bundled in `profiler/data/vidur_efficiencies.json` (written by benchmarks/build_shipped_calibrations.py).
    A GPU Vidur never measured takes the nearest measured one's (`EFFICIENCY_DONOR`), said in provenance.
 2. Serving terms (`SERVING_PARAMS`) fitted to the published points of this setting (`profiler.published`)
-   and to a profile-gpu CSV when given (`profiler.serving`); a term no point constrains is transferred
-   from the Llama-3.1-8B H100 fit of the same proposer kind (per layer for per-forward terms).
+   and to a profile-gpu CSV when given (`profiler.roofline_serving`); a term no point constrains is transferred
+   from the Llama-3.1-8B H100 fit of the same proposer kind (per layer for per-forward terms). The
+   dynamic-k tax is what sets apart the levels of sources measured with PIECEWISE CUDA graphs (vLLM V1 up to
+   v0.10: #20780, SpecDecode-Bench) and with FULL graphs (#32374, V0): the same mechanism a policy that
+   varies k pays (vLLM #49548). The vocabulary work per row and the drafter's LM head are roofline terms.
 3. Assembly: EAGLE-1/EAGLE-3 heads and draft models are "sequential" drafters whose first pass runs
    over every token of the step (first_pass "step_tokens", vLLM V1); their compute slope leaves out the
    LM head, which vLLM's proposers apply to one position per request only; n-gram lookup is a "fraction"
@@ -31,13 +37,25 @@ from specdec_sim.costmodel.hardware import Efficiency, GpuSpec, lookup_gpu, roof
 from specdec_sim.profiler.roofline_efficiency import (VIDUR_ATTRIBUTION, EfficiencyError, GpuEfficiency,
                                                       gpu_efficiency, load_efficiency_table)
 from specdec_sim.profiler.roofline_profile_points import read_profile_points
-from specdec_sim.profiler.published import DEFAULT_PUBLISHED, Measure, group_sets, parameter, read_published, select
+from specdec_sim.profiler.published import (DEFAULT_PUBLISHED, Measure, group_sets, parameter, read_published,
+                                            same_shape, select)
 from specdec_sim.profiler.roofline_serving import fit_serving, set_error
 
-SERVING_PARAMS = ("step_overhead_ms", "overhead_fixed_ms", "target_fixed_ms", "draft_fixed_ms", "overhead_fraction")
-START = np.array([1.0, 0.3, 0.5, 0.2, 0.0])
-STEPS = (0.01, 0.01, 0.01, 0.01, 0.001)  # finite-difference steps (ms, ms, ms, ms, fraction)
+SERVING_PARAMS = ("step_overhead_ms", "per_request_ms", "spec_per_request_ms", "target_fixed_ms", "draft_fixed_ms",
+                  "dynamic_k_tax_ms", "dynamic_k_tax_spec_ms", "allreduce_latency_ms", "legacy_spec_per_request_ms")
+START = np.array([1.0, 0.005, 0.005, 0.5, 0.2, 0.3, 0.5, 0.02, 0.005])
+STEPS = (0.01, 0.001, 0.001, 0.01, 0.01, 0.01, 0.01, 0.001, 0.001)  # finite-difference steps, ms
+UNITS = {"per_request_ms": "ms per sequence per step", "spec_per_request_ms": "ms per drafting request per "
+         "speculating step", "dynamic_k_tax_ms": "ms per step of a policy that varies k (PIECEWISE graphs)",
+         "dynamic_k_tax_spec_ms": "ms per speculating step of a policy that varies k",
+         "allreduce_latency_ms": "ms per all-reduce (two per layer under TP)",
+         "legacy_spec_per_request_ms": "ms per drafting request per speculating step of vLLM V1 <= 0.10 (prices "
+                                       "the legacy sources only)"}
+ROW_BYTES_PER_VOCAB_ENTRY = 24  # a sampled or verified logits row: bf16 logits read 2, fp32 cast 2 + 4, temperature
+#                                 8, softmax / argmax 8 (no top-p sort); vLLM gathers the vocabulary on one GPU
 DONOR_SETTING = ("llama3.1-8b", "h100-sxm", 1)  # where transferred serving terms come from
+DONOR_PROPOSER = "eagle"  # ... with an EAGLE-1 head: the setting the most measurements constrain
+PER_LAYER = ("target_fixed_ms", "dynamic_k_tax_ms", "dynamic_k_tax_spec_ms")  # transferred per target layer
 GIB = 2**30
 
 
@@ -91,11 +109,21 @@ def parse_proposer(spec: str, target: Architecture) -> Proposer:
 
 def drafter_forward(arch: Architecture, gpu: GpuSpec, eff: Efficiency, tp: int) -> ForwardCoefficients:
     """A drafter's forward: the roofline, with the LM head's compute left out of the slope (logits at one
-    position per request) and the knee where the whole forward's crossover puts it."""
+    position per request: `head_after_knee_ms`) and the knee where the whole forward's crossover puts it."""
     full = roofline_forward(arch, gpu, eff, tp)
     lm_params = arch.lm_head_params()
     body = 1.0 - lm_params / arch.linear_params()
     return replace(full, after_knee_ms=full.after_knee_ms * body)
+
+
+def head_after_knee_ms(arch: Architecture, gpu: GpuSpec, eff: Efficiency, tp: int) -> float:
+    """The drafter's LM head per drafted row past the knee: 2 x its parameters / (peak x compute efficiency)."""
+    return 2 * arch.lm_head_params() / tp / (gpu.peak_tflops * 1e12 * eff.compute) * 1e3
+
+
+def sampling_row_ms(target: Architecture, gpu: GpuSpec, eff: Efficiency) -> float:
+    """Vocabulary-sized work of one sampled or verified row (logits gathered on one GPU), at the memory roofline."""
+    return target.vocab * ROW_BYTES_PER_VOCAB_ENTRY / (gpu.hbm_tb_s * 1e12 * eff.memory) * 1e3
 
 
 def head_weight_bytes(p: Proposer) -> int:
@@ -128,16 +156,22 @@ class Setting:
     ngram_fraction: float = 0.0  # n-gram drafting as a share of the target time (SpecDecode-Bench's fit)
 
     def assemble(self, theta: np.ndarray, **extra) -> Calibration:
-        step, spec, tfixed, dfixed, fraction = (float(v) for v in theta)
-        eff = self.efficiency.efficiency
-        target = roofline_forward(self.target, self.gpu, replace(eff, forward_fixed_ms=tfixed), self.tp)
+        t = dict(zip(SERVING_PARAMS, (float(v) for v in theta)))
+        eff = replace(self.efficiency.efficiency, allreduce_latency_ms=t["allreduce_latency_ms"])
+        target = roofline_forward(self.target, self.gpu, replace(eff, forward_fixed_ms=t["target_fixed_ms"]), self.tp)
         if self.proposer.arch is None:
             draft = DraftCost(kind="fraction", fraction_of_target=self.ngram_fraction)
         else:
-            fwd = drafter_forward(self.proposer.arch, self.gpu, replace(eff, forward_fixed_ms=dfixed), self.tp)
-            draft = DraftCost(kind="sequential", forward=fwd, first_pass="step_tokens")
-        return Calibration(name=self.name, target=target, draft=draft, step_overhead_ms=step, overhead_fixed_ms=spec,
-                           overhead_fraction=fraction, tensor_parallel=self.tp, max_model_len=self.target.max_position,
+            arch = self.proposer.arch
+            fwd = drafter_forward(arch, self.gpu, replace(eff, forward_fixed_ms=t["draft_fixed_ms"]), self.tp)
+            draft = DraftCost(kind="sequential", forward=fwd, first_pass="step_tokens",
+                              head_after_knee_ms=head_after_knee_ms(arch, self.gpu, eff, self.tp))
+        return Calibration(name=self.name, target=target, draft=draft, step_overhead_ms=t["step_overhead_ms"],
+                           per_request_ms=t["per_request_ms"], spec_per_request_ms=t["spec_per_request_ms"],
+                           sampling_row_ms=sampling_row_ms(self.target, self.gpu, eff),
+                           dynamic_k_tax_ms=t["dynamic_k_tax_ms"], dynamic_k_tax_spec_ms=t["dynamic_k_tax_spec_ms"],
+                           legacy_spec_per_request_ms=t["legacy_spec_per_request_ms"],
+                           tensor_parallel=self.tp, max_model_len=self.target.max_position,
                            ngram_fraction_of_target=self.ngram_fraction,
                            memory=memory_spec(self.target, self.proposer, self.gpu, self.tp), **extra)
 
@@ -173,31 +207,66 @@ class BuildResult:
 def _start_from_donor(setting: Setting, donor: BuildResult | None) -> tuple[np.ndarray, dict[str, str]]:
     """Transferred values of the serving terms: the donor's, per layer for per-forward fixed times."""
     if donor is None:
-        return START.copy(), {n: "no measurement and no donor: starting value" for n in SERVING_PARAMS}
+        start = START.copy()
+        start[SERVING_PARAMS.index("allreduce_latency_ms")] = setting.efficiency.efficiency.allreduce_latency_ms
+        return start, {n: "no measurement and no donor: starting value" for n in SERVING_PARAMS}
     d, where = donor.theta, f"the {donor.calibration.name} fit"
     donor_layers = architecture(DONOR_SETTING[0]).layers
     per_layer = d["target_fixed_ms"] / donor_layers
     is_model = setting.proposer.kind == "draft"
-    theta = np.array([d["step_overhead_ms"], d["overhead_fixed_ms"], per_layer * setting.target.layers,
-                      per_layer * setting.proposer.arch.layers if is_model else d["draft_fixed_ms"],
-                      d["overhead_fraction"]])
+    values = {n: d[n] / donor_layers * setting.target.layers if n in PER_LAYER else d[n] for n in SERVING_PARAMS}
+    values["allreduce_latency_ms"] = setting.efficiency.efficiency.allreduce_latency_ms  # measured by Vidur
+    if is_model:
+        values["draft_fixed_ms"] = per_layer * setting.proposer.arch.layers
+    theta = np.array([values[n] for n in SERVING_PARAMS])
     notes = {n: f"transferred from {where}" + ("" if donor.notes.get(n, "").startswith("fitted")
                                                  else f" ({donor.notes.get(n, 'not fitted there either')})")
              for n in SERVING_PARAMS}
-    notes["target_fixed_ms"] += f", per layer ({per_layer:.4g} ms x {setting.target.layers} layers)"
+    for n in PER_LAYER:
+        notes[n] += f", per layer ({d[n] / donor_layers:.4g} ms x {setting.target.layers} layers)"
+    vidur = setting.efficiency.source.split(":")[0]
+    notes["allreduce_latency_ms"] = f"transferred from Vidur's measured all-reduce latency ({vidur})"
     if is_model:
         notes["draft_fixed_ms"] = (f"transferred from {where}: its target's fixed time per layer ({per_layer:.4g} ms "
                                    f"x {setting.proposer.arch.layers} layers)")
     return theta, notes
 
 
-def _donor(setting: Setting, table: dict, measures: list[Measure]) -> BuildResult | None:
+def _is_donor(setting: Setting) -> bool:
     target, gpu, tp = DONOR_SETTING
-    kind = setting.proposer.kind if setting.proposer.kind in ("eagle", "eagle3", "ngram") else "eagle"
-    if (setting.target.name, setting.gpu.key, setting.tp, setting.proposer.spec) == (target, gpu, tp, kind):
+    return (same_shape(setting.target.name, target) and (setting.gpu.key, setting.tp) == (gpu, tp)
+            and setting.proposer.spec == DONOR_PROPOSER)
+
+
+def _donor(setting: Setting, table: dict, measures: list[Measure]) -> BuildResult | None:
+    """The fit a setting takes the engine's terms from: Llama-3.1-8B + EAGLE-1 on one H100, whose points (#32374 at
+    batch 1-256, #20780, SpecDecode-Bench) constrain every serving term; a setting elsewhere with an EAGLE-3 head
+    or n-gram drafting takes them through that proposer's own Llama-3.1-8B H100 fit (its drafter's time too)."""
+    if _is_donor(setting):
         return None
+    target, gpu, tp = DONOR_SETTING
+    kind = setting.proposer.kind if setting.proposer.kind in ("eagle3", "ngram") else DONOR_PROPOSER
+    own = same_shape(setting.target.name, target) and (setting.gpu.key, setting.tp) == (gpu, tp)
+    if own or kind == DONOR_PROPOSER:
+        kind = DONOR_PROPOSER
     name = f"{target} {kind} {gpu} TP{tp}"
-    return fit_setting(make_setting(name, target, kind, gpu, tp, table, measures), measures, [], None)
+    base = make_setting(name, target, kind, gpu, tp, table, measures)
+    return fit_setting(base, measures, [], _donor(base, table, measures))
+
+
+def fitted_terms(setting: Setting, donor: BuildResult | None, profile: bool) -> tuple[str, ...] | None:
+    """The serving terms a setting fits itself (None: every term, the donor's own fit); the rest are the engine's,
+    transferred from the donor. Another proposer on the donor's target fits its drafter's per-pass time; another
+    target fits its per-step host time and per-forward fixed time too. All-reduces keep the latency Vidur measured
+    (NCCL's): the measured points cannot tell it from the per-forward fixed time (fitted alone, the two trade off
+    differently for each 70B proposer)."""
+    if donor is None:
+        return None
+    drafter = ("draft_fixed_ms",) if setting.proposer.arch is not None else ()
+    target, gpu, tp = DONOR_SETTING
+    if same_shape(setting.target.name, target) and setting.tp == tp and not profile:
+        return drafter
+    return ("step_overhead_ms", "target_fixed_ms") + drafter
 
 
 def fit_setting(setting: Setting, measures: list[Measure], profile: list[Measure],
@@ -209,7 +278,8 @@ def fit_setting(setting: Setting, measures: list[Measure], profile: list[Measure
         sets["profile"] = profile
     fit_points = [m for m in points if m.role == "fit"] + profile
     start, notes = _start_from_donor(setting, donor)
-    fit = fit_serving(setting.assemble, SERVING_PARAMS, start, fit_points, STEPS)
+    fit = fit_serving(setting.assemble, SERVING_PARAMS, start, fit_points, STEPS,
+                      only=fitted_terms(setting, donor, bool(profile)))
     used = sorted({m.set for m in fit_points})
     for name in fit.fitted:
         notes[name] = f"fitted to {', '.join(used)}"
@@ -267,17 +337,19 @@ def _provenance(setting: Setting, result: BuildResult, command: str) -> dict:
     archs = {setting.target.name: setting.target.source}
     if setting.proposer.arch is not None:
         archs[setting.proposer.arch.name] = setting.proposer.arch.source
-    terms = {n: {"value": v, "unit": "fraction of target time" if n == "overhead_fraction" else "ms",
-                 "how": result.notes[n]} for n, v in result.theta.items() if n in result.notes}
+    terms = {n: {"value": v, "unit": UNITS.get(n, "ms"), "how": result.notes[n]}
+             for n, v in result.theta.items() if n in result.notes}
     return {"summary": _summary(setting, result), "target_model": HF_IDS.get(setting.target.name, setting.target.name),
             "source": "; ".join(f"{k}: {v}" for k, v in sources.items()) or "no measured set of this setting",
             "sources": sources,
             "transferred_from_sources": result.donor_sources if any(
                 how.startswith("transferred") for how in result.notes.values()) else {},
             "model": ("target = costmodel.hardware.roofline_forward(target, gpu, efficiency, tp) with forward_fixed_ms "
-                      "= target_fixed_ms; drafter = its roofline (LM-head compute left out of the slope: logits at "
-                      "one position per request), first pass over every token of the step; step = draft + verify + "
-                      "step_overhead_ms (+ overhead_fixed_ms + overhead_fraction x target when speculating)"),
+                      "= target_fixed_ms and the fitted all-reduce latency; drafter = its roofline (LM-head compute "
+                      "left out of the slope and charged per drafted row: head_after_knee_ms), first pass over every "
+                      "token of the step; step = draft + verify + step_overhead_ms + per_request_ms x sequences + "
+                      "sampling_row_ms x logits rows (roofline: vocabulary x 24 bytes) (+ spec_per_request_ms x "
+                      "drafting requests when speculating) (+ the dynamic-k tax for a policy that varies k)"),
             "efficiencies": setting.efficiency.source, "efficiency_data": VIDUR_ATTRIBUTION,
             "gpu": setting.gpu.source, "architectures": archs, "serving_terms": terms,
             "memory": ("weights and KV bytes per token of target + drafter from the architecture configs (bf16), "
@@ -287,15 +359,20 @@ def _provenance(setting: Setting, result: BuildResult, command: str) -> dict:
                                          "verification (Llama-3.1-8B, H100), used for prompt lookup on this target"),
             "assumptions": ("batch-1 step time = TPOT x acceptance length; Fig.4 shares at 1024 KV tokens per request "
                             "(context not stated), overhead share = system overhead + rejection sampling; MT-Bench "
-                            "batch-1 points at 256 KV tokens; a drafter runs at the target's TP degree"),
+                            "points (#20780, #32374) at 384 KV tokens per request; #20780 and SpecDecode-Bench ran "
+                            "PIECEWISE CUDA graphs (vLLM V1 <= 0.10), #32374 and V0 full graphs; a drafter runs "
+                            "at the target's TP degree"),
+            "setting": {"target": setting.target.name, "proposer": setting.proposer.key, "gpu": setting.gpu.key,
+                        "tp": setting.tp},  # what `published.select` picks its measured points by
             "command": command, "built_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 
 
 def build_calibration(name: str, target: str, proposer: str, gpu: str, tp: int = 1,
                       vidur_dir: str | Path | None = None, published: str | Path | None = DEFAULT_PUBLISHED,
                       profile: str | Path | None = None, command: str = "",
-                      table: dict | None = None) -> BuildResult:
-    """A checked Calibration for (target, proposer, gpu, tp) and the sets it was fitted/checked against."""
+                      table: dict | None = None, engine: str = "v1") -> BuildResult:
+    """A checked Calibration for (target, proposer, gpu, tp) and the sets it was fitted/checked against; with
+    engine "v0", the V1 fit turned into vLLM V0's engine (profiler/roofline_v0.py), named NAME itself."""
     from specdec_sim.costmodel import CalibrationError
     from specdec_sim.profiler.published import PublishedError
     try:
@@ -316,6 +393,14 @@ def build_calibration(name: str, target: str, proposer: str, gpu: str, tp: int =
     cal = replace(cal, description=_description(setting, result), batched_tokens_convention="exact",
                   device=f"{tp}x {setting.gpu.name}" + (f" (TP{tp})" if tp > 1 else ""),
                   fit_error=_fit_error(cal, result, setting), provenance=_provenance(setting, result, command))
+    if engine == "v0":
+        from specdec_sim.profiler.roofline_v0 import V0Error, v0_calibration
+        try:
+            cal = replace(v0_calibration(cal, setting.target, setting.proposer.arch, measures), name=name)
+        except V0Error as exc:
+            raise BuildError(str(exc)) from None
+    elif engine != "v1":
+        raise BuildError(f"--engine {engine!r} must be v1 or v0")
     try:
         cal = check_step_times(cal)
     except CalibrationError as exc:

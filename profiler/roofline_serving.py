@@ -21,9 +21,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from specdec_sim.acceptance.rates import alpha_from_acceptance_length
+from specdec_sim.acceptance.rates import alpha_from_acceptance_length, position_tokens
 from specdec_sim.acceptance.rates import best_uniform_k as best_k_by_goodput
 from specdec_sim.costmodel import Calibration, CostModel, uniform_shape
+from specdec_sim.costmodel.calibration import as_era
 from specdec_sim.profiler.measure_fit import nonnegative_lstsq
 from specdec_sim.profiler.published import Measure
 
@@ -48,16 +49,36 @@ def forward_ms(cal: Calibration, m: Measure) -> float:
     return coef.forward_ms(batched, kv, m.batch, False, attn2)
 
 
+def best_k_of(cost: CostModel, m: Measure) -> int:
+    """The best uniform k of a best_k point: among `candidates` (default 0..k), by position rates or alpha."""
+    ks = m.candidates or tuple(range(m.k + 1))
+    step = lambda k: cost.step_time_s(uniform_shape(m.batch, m.batch * m.context_tokens, k))  # noqa: E731
+    if m.position_rates:
+        return best_k_by_goodput(step, 0.0, m.batch, ks, lambda _alpha, k: position_tokens(m.position_rates, k))
+    return best_k_by_goodput(step, alpha_from_acceptance_length(m.acceptance_length, BEST_K_AL_AT), m.batch, ks)
+
+
+def era_cost(cal: Calibration, era: str) -> CostModel:
+    """The cost model of an engine generation: `legacy` (vLLM V1 <= 0.10) ran PIECEWISE CUDA graphs, so it pays the
+    dynamic-k tax, and had its own per-request speculation cost; `current` is the calibration as simulated."""
+    return CostModel(as_era(cal, era), dynamic_k=era == "legacy")
+
+
+def cost_for(cal: Calibration, m: Measure) -> CostModel:
+    """The cost model of the engine that measured m."""
+    return era_cost(cal, m.engine_era)
+
+
 def predict(cal: Calibration, m: Measure, cost: CostModel | None = None) -> float:
-    """What the calibration says for measured point m, in m's unit."""
+    """What the calibration says for measured point m, in m's unit (`cost`: a cost model of m's engine mode)."""
     if m.metric == "step_overhead_ms":
         return cal.step_overhead_ms
     if m.metric == "forward_ms":
         return forward_ms(cal, m)
-    cost = cost or CostModel(cal)
+    if cost is None or cost.dynamic_k != (m.engine_era == "legacy"):
+        cost = cost_for(cal, m)
     if m.metric == "best_k":
-        alpha = alpha_from_acceptance_length(m.acceptance_length, BEST_K_AL_AT)
-        return float(best_uniform_k(cost, alpha, m.batch, m.context_tokens, m.k))
+        return float(best_k_of(cost, m))
     step = cost.step_time(uniform_shape(m.batch, m.batch * m.context_tokens, m.k))
     total_ms = step.total_s * 1e3
     if m.metric == "tpot_ms":
@@ -84,8 +105,8 @@ class ServingFit:
 def _residuals(theta: np.ndarray, assemble: Callable[[np.ndarray], Calibration], points: Sequence[Measure],
                weights: np.ndarray) -> np.ndarray:
     cal = assemble(theta)
-    cost = CostModel(cal)
-    return np.array([residual(cal, m, cost) for m in points]) * weights
+    costs = {era: era_cost(cal, era) for era in ("current", "legacy")}
+    return np.array([residual(cal, m, costs[m.engine_era]) for m in points]) * weights
 
 
 def set_weights(points: Sequence[Measure]) -> np.ndarray:
@@ -95,11 +116,19 @@ def set_weights(points: Sequence[Measure]) -> np.ndarray:
     return np.array([1.0 / np.sqrt(counts[m.set]) for m in points])
 
 
+PRIOR_WEIGHT = 0.02  # pull of a transferred value on a term the setting fits itself (see fit_serving)
+
+
 def fit_serving(assemble: Callable[[np.ndarray], Calibration], names: Sequence[str], start: np.ndarray,
-                points: Sequence[Measure], steps: Sequence[float] | None = None) -> ServingFit:
-    """Bounded Gauss-Newton fit of theta (>= 0) to the points; unconstrained parameters keep `start`.
-    `steps`: finite-difference step per parameter (default 0.01)."""
+                points: Sequence[Measure], steps: Sequence[float] | None = None,
+                only: Sequence[str] | None = None) -> ServingFit:
+    """Bounded Gauss-Newton fit of theta (>= 0) to the points; unconstrained parameters, and those not in `only`
+    (when given), keep `start`. `steps`: finite-difference step per parameter (default 0.01). With `only`, the
+    start values are transferred ones: each fitted term is also pulled weakly toward its start (PRIOR_WEIGHT per
+    relative unit), so a direction the points cannot tell apart (a level that shares alone leave free) stays at
+    the transferred value instead of drifting."""
     theta = np.maximum(np.asarray(start, dtype=float), 0.0)
+    start0 = theta.copy()
     steps = np.full(len(theta), 0.01) if steps is None else np.asarray(steps, dtype=float)
     if not points:
         return ServingFit(theta, (), 0)
@@ -108,15 +137,22 @@ def fit_serving(assemble: Callable[[np.ndarray], Calibration], names: Sequence[s
     for it in range(1, MAX_ITERATIONS + 1):
         r0 = _residuals(theta, assemble, points, weights)
         for j in range(len(theta)):
+            if only is not None and names[j] not in only:
+                jac[:, j] = 0.0
+                continue
             step = np.zeros_like(theta)
             step[j] = steps[j]  # time points are exactly affine in theta, shares nearly so
             jac[:, j] = (_residuals(theta + step, assemble, points, weights) - r0) / steps[j]
         free = [j for j in range(len(theta)) if np.any(np.abs(jac[:, j]) > 1e-12)]
         if not free:
             return ServingFit(theta, (), it)
-        a = jac[:, free]
+        a, b = jac[:, free], jac[:, free] @ theta[free] - r0
+        if only is not None:  # prior rows: PRIOR_WEIGHT * (theta_j - start_j) / size_j
+            size = np.maximum(np.abs(start0[free]), 10 * steps[free])
+            a = np.vstack([a, np.diag(PRIOR_WEIGHT / size)])
+            b = np.concatenate([b, PRIOR_WEIGHT * start0[free] / size])
         scale = np.maximum(np.abs(a).max(axis=0), 1e-300)
-        z = nonnegative_lstsq(a / scale, a @ theta[free] - r0) / scale
+        z = nonnegative_lstsq(a / scale, b) / scale
         new = theta.copy()
         new[free] = z
         if np.max(np.abs(new - theta)) < 1e-7:

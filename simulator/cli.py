@@ -319,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
         plan = None
         try:
             plan = make_invocation(args, argv)
+            for line in plan.run.engine.warnings:
+                print(f"simulate: warning: {line}", file=sys.stderr)
             return finish(plan, run_policies(plan, args.quiet), args.fail_on_error)
         except KeyboardInterrupt as exc:
             print(interrupted_message(plan), file=sys.stderr)

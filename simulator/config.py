@@ -18,6 +18,7 @@ from specdec_sim.simulator.options import option, parse_float, parse_float_list,
 
 ROUTERS = ("round-robin", "least-tokens", "random")
 PREFIX_CACHING = ("auto", "on", "off")
+CUDA_GRAPHS = ("auto", "full", "piecewise")
 STYLES = ("draft", "ngram", "tree")
 ACCEPTANCE_MODES = ("independent", "batch", "per-position")
 MAX_CLOCK_S = 1e9  # simulated seconds: below this, float64 seconds resolve 0.12 us (~31.7 years of clock)
@@ -58,9 +59,11 @@ class SimConfig:
                                           flag="--concurrency-ramp-up", unit="s", parse=parse_float, group="traffic")
     replicas: int = option(1, f"model replicas behind the router (at most {MAX_REPLICAS})", parse=parse_int)
     router: str = option("round-robin", "how arrivals are spread over replicas", choices=ROUTERS)
-    engine: str = option("v1", "vLLM engine modelled: v1 (unified scheduler: decodes and drafts first, prefill chunks "
-                              "fill the token budget, speculation in mixed steps, prefix caching) or v0 (a step with "
-                              "prefill carries only prefill, as SmartSpec's V0)", choices=ENGINES)
+    engine: str = option("auto", "vLLM engine modelled: v1 (unified scheduler: decodes and drafts first, prefill chunks "
+                                "fill the token budget, speculation in mixed steps, prefix caching), v0 (2024: a step "
+                                "with prefill carries only prefill, as SmartSpec's V0; priced with V0's batch-expansion "
+                                "scoring by a -v0 calibration), or auto (the engine the calibration describes: v1, "
+                                "v0 for the -v0 calibrations)", choices=ENGINES)
     max_num_seqs: int | None = option(None, "vLLM --max-num-seqs: requests in a replica's running batch; unset: the "
                                             "engine's (1024 on H100-class GPUs in v1, else 256)", parse=parse_int)
     max_num_batched_tokens: int | None = option(None, "vLLM --max-num-batched-tokens: tokens one step may process; "
@@ -75,6 +78,10 @@ class SimConfig:
                                          "(for analysis; a server knows only max_tokens)")
     kv_watermark: float = option(0.01, "fraction of KV blocks kept free when admitting a request (vLLM's watermark)",
                                  parse=parse_float)
+    cuda_graphs: str = option("auto", "how the engine runs CUDA graphs: piecewise (every step pays the calibration's "
+                                      "dynamic-k tax: what vLLM forces for dynamic speculation, #49548, and vLLM V1 "
+                                      "up to 0.10's default), full, or auto (piecewise for a policy that varies k)",
+                              choices=CUDA_GRAPHS)
     prefix_caching: str = option("auto", "reuse cached KV blocks of shared prompt prefixes from the trace's block "
                                          "hashes (auto: on in v1)", choices=PREFIX_CACHING)
     kv_blocks: int | None = option(None, "KV-cache blocks per replica (default: derived from the calibration's GPU "
@@ -136,6 +143,7 @@ class SimConfig:
              f"{self.concurrency_ramp_up_s!r}")
         need(self.engine in ENGINES, "engine", f"must be one of {', '.join(ENGINES)}")
         need(self.prefix_caching in PREFIX_CACHING, "prefix-caching", f"must be one of {', '.join(PREFIX_CACHING)}")
+        need(self.cuda_graphs in CUDA_GRAPHS, "cuda-graphs", f"must be one of {', '.join(CUDA_GRAPHS)}")
         need(is_real(self.kv_watermark) and 0.0 <= self.kv_watermark < 1.0, "kv-watermark",
              f"must be a fraction in [0, 1), got {self.kv_watermark!r}")
         need(self.kv_blocks is None or (is_int(self.kv_blocks) and 1 <= self.kv_blocks <= 1 << 40), "kv-blocks",

@@ -200,6 +200,22 @@ def _replica(env: simpy.Environment, index: int, cost: CostModel, policy_cost: C
     return Replica(env, index, cost, policy, scheduler, acceptance, recorder, config.style, policy_cost, noise)
 
 
+def pays_piecewise_tax(cuda_graphs: str, policy: Policy, engine: str = "v1") -> bool:
+    """Whether every step pays the calibration's dynamic-k tax: PIECEWISE CUDA graphs, forced (`--cuda-graphs
+    piecewise`) or, in V1, because the policy varies k (auto: V0 captured decode graphs per batch size whatever
+    k was); a run that never speculates pays it only when forced."""
+    if cuda_graphs == "piecewise":
+        return True
+    return cuda_graphs == "auto" and engine == "v1" and varies_k(policy)
+
+
+def varies_k(policy: Policy) -> bool:
+    """Whether the policy may change k at run time (`varies_k`, default True): its engine runs PIECEWISE CUDA graphs
+    and pays the calibration's dynamic-k tax; a policy that never speculates pays nothing."""
+    declared = getattr(policy, "varies_k", True)
+    return (declared if isinstance(declared, bool) else True) and not never_speculates(policy)
+
+
 def never_speculates(policy: Policy) -> bool:
     """No speculation at all (the engine then loads no proposer): `none` and `fixed:0`."""
     return isinstance(policy, NoSpeculation) or (isinstance(policy, FixedK) and policy.k == 0)
@@ -216,8 +232,9 @@ def run_simulation(trace, config: SimConfig, policy: str | Policy = "none", seed
     if not isinstance(policy, str) and config.replicas > 1:
         raise ValueError("pass a policy spec string when simulating several replicas (each needs its own state)")
     policies = [make_policy(policy) if isinstance(policy, str) else as_policy(policy) for _ in range(config.replicas)]
-    cost = engine.cost_model(drafter=not never_speculates(policies[0]))
-    policy_cost = engine.policy_cost_model()
+    dynamic = pays_piecewise_tax(config.cuda_graphs, policies[0], engine.limits.engine)
+    cost = engine.cost_model(drafter=not never_speculates(policies[0]), dynamic_k=dynamic)
+    policy_cost = engine.policy_cost_model(dynamic_k=dynamic)
     limits, num_blocks = engine.limits, engine.num_blocks
     trace, server = _served_trace(trace, limits, config)
     hash_tokens = caching_block_tokens(trace, limits)
@@ -245,7 +262,8 @@ def run_simulation(trace, config: SimConfig, policy: str | Policy = "none", seed
     in_flight = [req for rep in replicas for req in list(rep.scheduler.running) + list(rep.scheduler.waiting)]
     mark_unfinished(recorder, in_flight, stopped=config.max_sim_time_s is not None)
     outcome = EngineOutcome(policies[0].name, max(rep.scheduler.kv.peak_used for rep in replicas) / num_blocks,
-                            [rep.scheduler for rep in replicas], merge(rep.acceptance.positions for rep in replicas))
+                            [rep.scheduler for rep in replicas], merge(rep.acceptance.positions for rep in replicas),
+                            dynamic)
     summary = run_summary(trace, recorder, engine, outcome)
     requests = request_frame(trace, recorder)
     steps = recorder.step_frame() if config.record_steps else None

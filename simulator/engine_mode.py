@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-ENGINES = ("v1", "v0")
+ENGINES = ("auto", "v1", "v0")
 V0_LIMITS = (256, 8192)  # max_num_seqs, max_num_batched_tokens
 V1_LARGE_GPU = (1024, 8192)
 V1_OTHER_GPU = (256, 2048)
@@ -49,14 +49,20 @@ def v1_defaults(cal) -> tuple[int, int]:
     return V1_LARGE_GPU if large else V1_OTHER_GPU
 
 
+def engine_of(config, cal) -> str:
+    """The engine a run models: --engine, or with `auto` the engine the calibration describes (its `engine`)."""
+    return cal.engine if config.engine == "auto" else config.engine
+
+
 def resolve_limits(config, cal) -> EngineLimits:
     """The limits of `config` (a SimConfig) on calibration `cal`, engine defaults filled in."""
-    v1 = config.engine == "v1"
+    engine = engine_of(config, cal)
+    v1 = engine == "v1"
     seqs, tokens = v1_defaults(cal) if v1 else V0_LIMITS
     model_len = config.max_model_len if config.max_model_len is not None else (cal.max_model_len or None)
     caching = v1 if config.prefix_caching == "auto" else config.prefix_caching == "on"
     return EngineLimits(
-        engine=config.engine,
+        engine=engine,
         max_num_seqs=config.max_num_seqs if config.max_num_seqs is not None else seqs,
         max_num_batched_tokens=config.max_num_batched_tokens if config.max_num_batched_tokens is not None else tokens,
         chunked_prefill=v1 or config.chunked_prefill,

@@ -32,14 +32,17 @@ class PreparedEngine:
     num_blocks: int  # KV-cache blocks per replica
     mean_alpha: float  # mean per-token acceptance (preset or rate)
     position_rates: tuple[float, ...]  # conditional per-position rates (--acceptance-mode per-position)
+    warnings: tuple[str, ...] = ()  # one line each, for the command to print (e.g. an engine the calibration
+    #                                 does not describe)
 
-    def cost_model(self, drafter: bool = True) -> CostModel:
+    def cost_model(self, drafter: bool = True, dynamic_k: bool = False) -> CostModel:
         """The true cost model; `drafter` False for a run that never speculates (no proposer loaded, so no
-        draft prefill is charged)."""
-        return CostModel(self.calibration, drafter=drafter)
+        draft prefill is charged); `dynamic_k` for a policy that varies k (it pays the dynamic-k tax)."""
+        return CostModel(self.calibration, drafter=drafter, dynamic_k=dynamic_k)
 
-    def policy_cost_model(self) -> CostModel:
-        return CostModel(self.policy_calibration)
+    def policy_cost_model(self, dynamic_k: bool = False) -> CostModel:
+        """What the policy prices candidate steps with (its own tax included: it knows how its engine runs)."""
+        return CostModel(self.policy_calibration, dynamic_k=dynamic_k)
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,24 @@ def prepare_engine(config: SimConfig, calibration: Calibration | None = None) ->
         raise ConfigError(f"--block-size {config.block_size}: calibration {truth.name} has memory for no KV-cache "
                           "block of that size; give a smaller --block-size or --kv-blocks")
     rates = tuple(config.position_rates) or preset_position_rates(config.acceptance)
-    return PreparedEngine(config, truth, view, resolve_limits(config, truth), num_blocks, mean_alpha, rates)
+    limits = resolve_limits(config, truth)
+    return PreparedEngine(config, truth, view, limits, num_blocks, mean_alpha, rates, engine_warnings(limits, truth))
+
+
+def engine_warnings(limits, cal: Calibration) -> tuple[str, ...]:
+    """A run whose engine is not the one the calibration describes prices its steps with the other engine's costs."""
+    if limits.engine == cal.engine:
+        return ()
+    if limits.engine == "v0":
+        return (f"--engine v0: calibration {cal.name} describes a vLLM V1 engine, so steps are priced without V0's "
+                f"batch-expansion scoring and CUDA-graph limit (use a -v0 calibration: {', '.join(v0_builds())})",)
+    return (f"--engine v1: calibration {cal.name} describes vLLM V0 (batch-expansion scoring); use its V1 calibration",)
+
+
+def v0_builds() -> list[str]:
+    """The shipped calibrations that describe vLLM V0."""
+    from specdec_sim.costmodel import available_calibrations
+    return [name for name in available_calibrations() if name.endswith("-v0")]
 
 
 def prepare_run(traffic: TrafficSpec, config: SimConfig, seed: int = 0,

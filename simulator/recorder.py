@@ -198,6 +198,7 @@ class Recorder:
         self.step_data = array("d")  # row-major, len(STEP_COLUMNS) values per step
         self.num_steps_total = 0
         self.draft_steps = 0  # request-steps that proposed k > 0 (vLLM num_drafts)
+        self.speculating_steps = 0  # steps in which some request proposed k > 0
         self.draft_tokens = 0
         self.accepted_tokens = 0
         self.decode_request_steps = 0
@@ -281,6 +282,8 @@ class Recorder:
         proposed = shape.verify_tokens - decode
         acc = result.accepted
         self.draft_steps += shape.num_proposing
+        if shape.max_k:
+            self.speculating_steps += 1
         self.draft_tokens += proposed
         self.accepted_tokens += acc
         self.decode_request_steps += decode

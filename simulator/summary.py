@@ -167,6 +167,7 @@ class EngineOutcome:
     peak_kv_fraction: float
     schedulers: list
     positions: object  # acceptance.spec_metrics.PositionCounts
+    dynamic_k: bool = False  # the policy varies k: every step paid the calibration's dynamic-k tax
 
 
 def engine_keys(limits, config: SimConfig) -> dict:
@@ -176,6 +177,20 @@ def engine_keys(limits, config: SimConfig) -> dict:
             "spec_in_mixed_steps": limits.spec_in_prefill_steps, "prefix_caching": limits.prefix_caching,
             "kv_watermark": limits.watermark, "max_model_len": limits.max_model_len, "max_tokens": config.max_tokens,
             "oracle_lengths": config.oracle_lengths, "max_concurrency": config.max_concurrency}
+
+
+def dynamic_k_tax_keys(cal: Calibration, charged: bool, rec: Recorder) -> dict:
+    """What the run paid for varying k (vLLM #49548: PIECEWISE instead of FULL CUDA graphs): whether it was charged,
+    the calibration's rates and the seconds charged in all (per step, plus per speculating step)."""
+    total_ms = (cal.dynamic_k_tax_ms * rec.num_steps_total + cal.dynamic_k_tax_spec_ms * rec.speculating_steps
+                if charged else 0.0)
+    graphs = "piecewise" if charged else "full"
+    if cal.cuda_graph_max_batch:  # V0: graphs captured up to a batch size, larger forwards eager
+        graphs += f" up to {cal.cuda_graph_max_batch} sequences, eager beyond"
+    return {"cuda_graphs": graphs, "dynamic_k_tax_charged": charged,
+            "dynamic_k_tax_ms_per_step": cal.dynamic_k_tax_ms,
+            "dynamic_k_tax_ms_per_speculating_step": cal.dynamic_k_tax_spec_ms,
+            "dynamic_k_tax_total_s": total_ms / 1000.0}
 
 
 def prefix_cache_keys(schedulers) -> dict:
@@ -197,6 +212,7 @@ def run_summary(trace, rec: Recorder, engine, outcome: EngineOutcome) -> dict:
     summary = run_metrics(trace, rec, engine.config, outcome.policy_name, engine.calibration, engine.num_blocks,
                           outcome.peak_kv_fraction, engine.policy_calibration)
     summary.update(engine_keys(engine.limits, engine.config))
+    summary.update(dynamic_k_tax_keys(engine.calibration, outcome.dynamic_k, rec))
     summary.update(prefix_cache_keys(outcome.schedulers))
     summary.update(run_spec_summary(rec.draft_steps, rec.draft_tokens, rec.accepted_tokens, outcome.positions))
     return summary

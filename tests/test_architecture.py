@@ -2,8 +2,8 @@
 
 Packages (installed under the `specdec_sim` namespace; see pyproject.toml):
 traces, acceptance, costmodel -> policies -> simulator -> simulator.sweep / CLIs; profiler -> costmodel,
-acceptance, traces; acceptance -> traces.model only; every room may use specdec_sim.safe_output (atomic
-files, interrupts), which imports nothing of ours.
+acceptance, traces, simulator (never the other way); acceptance -> traces.model only; every room may use
+specdec_sim.safe_output (atomic files, interrupts), which imports nothing of ours.
 """
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ ALLOWED = {
     "specdec_sim.policies": {"specdec_sim.costmodel", ACCEPTANCE, SAFE_OUTPUT},
     "specdec_sim.simulator": {"specdec_sim.costmodel", ACCEPTANCE, "specdec_sim.policies", "specdec_sim.traces",
                               SAFE_OUTPUT},
-    "specdec_sim.profiler": {"specdec_sim.costmodel", ACCEPTANCE, "specdec_sim.traces", SAFE_OUTPUT},
+    "specdec_sim.profiler": {"specdec_sim.costmodel", ACCEPTANCE, "specdec_sim.traces", "specdec_sim.simulator",
+                             SAFE_OUTPUT},  # the simulator: bench_fit predicts a vllm bench serve run by simulating it
     SAFE_OUTPUT: set(),  # standard library only
     CLI_SUPPORT: set(),  # standard library only
     "specdec_sim": set(),  # the API module imports lazily, by name
@@ -92,6 +93,14 @@ def test_engine_never_imports_sweeps_and_policies_never_import_the_simulator():
             assert not [t for t in targets if t.startswith(sweep)], f"{module} imports the sweep package"
         if module.startswith(("specdec_sim.policies", "specdec_sim.costmodel", "specdec_sim.traces", ACCEPTANCE)):
             assert not [t for t in targets if t.startswith("specdec_sim.simulator")], module
+
+
+def test_simulator_never_imports_the_profiler():
+    """The profiler simulates bench runs (bench_fit); the simulator must not need the profiler back."""
+    for module, path in MODULES.items():
+        if owner(module) in ("specdec_sim.simulator", "specdec_sim.policies", "specdec_sim.costmodel",
+                             "specdec_sim.traces", ACCEPTANCE):
+            assert not [t for t in imports_of(path) if t.startswith("specdec_sim.profiler")], module
 
 
 def test_acceptance_reads_of_traces_only_the_record_model_and_traces_never_read_acceptance():

@@ -103,28 +103,39 @@ def test_vidur_shape_mismatch_is_one_line(tmp_path):
 TABLE = {"attribution": "synthetic", "gpus": {"h100-sxm": {
     "tp": {"1": {"memory": 0.85, "compute": 0.65, "knee": 0.45, "knee_tokens": 100.0, "errors": {}}},
     "all": {"memory": 0.85, "compute": 0.65, "knee": 0.45, "knee_tokens": 100.0, "errors": {}}, "allreduce": {}}}}
-THETA = np.array([1.1, 0.3, 0.9, 0.25, 0.03])  # SERVING_PARAMS order
+TERMS = {"step_overhead_ms": 1.1, "per_request_ms": 0.002, "spec_per_request_ms": 0.012, "target_fixed_ms": 0.9,
+         "draft_fixed_ms": 0.25, "dynamic_k_tax_ms": 0.4, "dynamic_k_tax_spec_ms": 0.6, "allreduce_latency_ms": 0.0,
+         "legacy_spec_per_request_ms": 0.003}
+THETA = np.array([TERMS[n] for n in SERVING_PARAMS])
+TP1_UNUSED = ("allreduce_latency_ms",)  # no all-reduce at TP 1: no point constrains it
 
 
 def measure_rows(cal, proposer: str) -> list[dict]:
-    """Noise-free points of every metric kind, made from a known calibration."""
+    """Noise-free points of every metric kind, made from a known calibration: batch-1 TPOT and steps of the current
+    engine, shares and steps of the legacy engine (PIECEWISE graphs), so that every serving term is identified."""
     from specdec_sim.profiler.published import Measure
-    rows = [dict(set="syn_overhead", metric="step_overhead_ms", batch=1, k=0, acceptance_length=1.0)]
+    rows = [dict(set="syn_overhead", metric="step_overhead_ms", batch=1, k=0, acceptance_length=1.0, era="legacy")]
     for k in range(0, 8):
-        rows.append(dict(set="syn_tpot", metric="tpot_ms", batch=1, k=k, acceptance_length=1 + 0.4 * k))
+        rows.append(dict(set="syn_tpot", metric="tpot_ms", batch=1, k=k, acceptance_length=1 + 0.4 * k,
+                         era="current"))
     for b in (1, 64, 128):
         for part in ("draft", "verify", "overhead"):
-            rows.append(dict(set="syn_shares", metric=f"share_{part}_pct", batch=b, k=3, acceptance_length=1.0))
-    for b in (16, 256):
-        rows.append(dict(set="syn_steps", metric="step_ms", batch=b, k=2, acceptance_length=1.0))
+            rows.append(dict(set="syn_shares", metric=f"share_{part}_pct", batch=b, k=3, acceptance_length=1.0,
+                             era="legacy"))
+    for era in ("current", "legacy"):
+        for b in (1, 16, 256):
+            for k in (0, 2):
+                rows.append(dict(set=f"syn_steps_{era}", metric="step_ms", batch=b, k=k, acceptance_length=1.0,
+                                 era=era))
     out = []
     for r in rows:
+        era = r.pop("era")
         m = Measure(set=r["set"], role="fit", target="llama3.1-8b", proposer=proposer, gpu="h100-sxm", tp=1,
                     metric=r["metric"], value=1.0, batch=r["batch"], k=r["k"], context_tokens=512,
-                    acceptance_length=r["acceptance_length"])
+                    acceptance_length=r["acceptance_length"], engine_era=era)
         out.append({**{c: "" for c in COLUMNS}, **r, "role": "fit", "target": "llama3.1-8b", "proposer": proposer,
                     "gpu": "h100-sxm", "tp": 1, "context_tokens": 512, "value": repr(predict(cal, m)),
-                    "unit": "ms", "source": "synthetic"})
+                    "unit": "ms", "source": "synthetic", "engine_era": era})
     out.append({**{c: "" for c in COLUMNS}, "set": "p", "role": "parameter", "target": "llama3.1-8b", "proposer": "*",
                 "gpu": "h100-sxm", "metric": "fit_ngram_draft_percentage", "value": "0.01", "source": "synthetic"})
     return out
@@ -138,16 +149,37 @@ def write_csv(path: Path, rows: list[dict], columns=COLUMNS) -> Path:
     return path
 
 
-@pytest.mark.parametrize("proposer", ["eagle", "draft:llama3.2-1b"])
-def test_serving_fit_recovers_known_terms(tmp_path, proposer):
-    truth = make_setting("truth", "llama3.1-8b", proposer, "h100-sxm", 1, TABLE, []).assemble(THETA)
-    published = write_csv(tmp_path / "pub.csv", measure_rows(truth, proposer))
-    result = build_calibration("fit", "llama3.1-8b", proposer, "h100-sxm", 1, published=published, table=TABLE)
-    got = np.array([result.theta[n] for n in SERVING_PARAMS])
-    assert got == pytest.approx(THETA, abs=2e-4)
-    for name in ("syn_tpot", "syn_shares", "syn_steps", "syn_overhead"):
+def test_serving_fit_recovers_known_terms(tmp_path):
+    """The donor setting (8B + EAGLE-1, H100) fits every serving term; points made from known terms give them back."""
+    truth = make_setting("truth", "llama3.1-8b", "eagle", "h100-sxm", 1, TABLE, []).assemble(THETA)
+    published = write_csv(tmp_path / "pub.csv", measure_rows(truth, "eagle"))
+    result = build_calibration("fit", "llama3.1-8b", "eagle", "h100-sxm", 1, published=published, table=TABLE)
+    for name in SERVING_PARAMS:
+        if name not in TP1_UNUSED:
+            assert result.theta[name] == pytest.approx(TERMS[name], abs=2e-4), name
+            assert "fitted to" in result.notes[name], name
+    for name in ("syn_tpot", "syn_shares", "syn_steps_current", "syn_steps_legacy", "syn_overhead"):
         assert result.calibration.fit_error[name]["mape_pct"] < 0.05
-    assert all("fitted to" in result.notes[n] for n in SERVING_PARAMS)
+
+
+def test_another_proposer_fits_its_drafter_and_takes_the_engine_terms_from_the_donor(tmp_path):
+    """A draft model on the donor's target: its per-pass time is fitted to its own points, the engine's terms come
+    from the EAGLE-1 fit of the same file."""
+    terms = dict(TERMS, draft_fixed_ms=0.4)
+    draft_truth = make_setting("truth", "llama3.1-8b", "draft:llama3.2-1b", "h100-sxm", 1, TABLE, []).assemble(
+        np.array([terms[n] for n in SERVING_PARAMS]))
+    eagle_truth = make_setting("truth", "llama3.1-8b", "eagle", "h100-sxm", 1, TABLE, []).assemble(THETA)
+    rows = measure_rows(eagle_truth, "eagle") + [
+        {**r, "set": r["set"] + "_draft"} for r in measure_rows(draft_truth, "draft:llama3.2-1b")
+        if r["role"] == "fit" and r["proposer"] != "none" and r["k"] and int(r["k"]) > 0]
+    published = write_csv(tmp_path / "pub.csv", rows)
+    result = build_calibration("fit", "llama3.1-8b", "draft:llama3.2-1b", "h100-sxm", 1, published=published,
+                               table=TABLE)
+    assert result.theta["draft_fixed_ms"] == pytest.approx(0.4, abs=2e-3)
+    assert "fitted to" in result.notes["draft_fixed_ms"]
+    for name in ("step_overhead_ms", "per_request_ms", "spec_per_request_ms", "dynamic_k_tax_ms"):
+        assert result.theta[name] == pytest.approx(TERMS[name], abs=2e-4), name
+        assert result.notes[name].startswith("transferred"), name
 
 
 def test_unmeasured_setting_transfers_terms_and_says_so(tmp_path):
@@ -157,9 +189,10 @@ def test_unmeasured_setting_transfers_terms_and_says_so(tmp_path):
     result = build_calibration("a100", "llama3-70b", "draft:llama3.2-1b", "a100-80gb", 1, published=published,
                                table=table)
     cal = result.calibration
-    assert result.theta["step_overhead_ms"] == pytest.approx(THETA[0], abs=2e-4)
-    assert result.theta["target_fixed_ms"] == pytest.approx(THETA[2] / 32 * 80, abs=1e-3)  # per layer
-    assert result.theta["draft_fixed_ms"] == pytest.approx(THETA[2] / 32 * 16, abs=1e-3)
+    assert result.theta["step_overhead_ms"] == pytest.approx(TERMS["step_overhead_ms"], abs=2e-4)
+    for name in ("target_fixed_ms", "dynamic_k_tax_ms", "dynamic_k_tax_spec_ms"):  # per target layer
+        assert result.theta[name] == pytest.approx(TERMS[name] / 32 * 80, abs=1e-3), name
+    assert result.theta["draft_fixed_ms"] == pytest.approx(TERMS["target_fixed_ms"] / 32 * 16, abs=1e-3)
     assert all(how.startswith("transferred") for how in result.notes.values())
     assert "transferred from" in cal.provenance["summary"] and cal.provenance["transferred_from_sources"]
 
@@ -178,8 +211,8 @@ def test_profile_csv_fits_forward_fixed_times(tmp_path):
     path = write_csv(tmp_path / "measurements.csv", rows, list(rows[0]))
     result = build_calibration("prof", "llama3.1-8b", "eagle", "h100-sxm", 1, published=None, profile=path,
                                table=TABLE)
-    assert result.theta["target_fixed_ms"] == pytest.approx(THETA[2], abs=1e-6)
-    assert result.theta["draft_fixed_ms"] == pytest.approx(THETA[3], abs=1e-6)
+    assert result.theta["target_fixed_ms"] == pytest.approx(TERMS["target_fixed_ms"], abs=1e-6)
+    assert result.theta["draft_fixed_ms"] == pytest.approx(TERMS["draft_fixed_ms"], abs=1e-6)
     assert result.calibration.fit_error["profile"]["points"] == 8
 
 

@@ -165,10 +165,10 @@ def test_same_seed_same_results_other_seed_differs():
 
 def test_slo_goodput_counts_requests_within_every_limit():
     trace = synthetic_trace(40.0, num_requests=200, prompt_tokens=512, output_tokens=64, seed=3)
-    config = SimConfig(slo_ms={"ttft": 100.0, "tpot": 20.0}, engine="v0")
+    config = SimConfig(slo_ms={"ttft": 30.0, "tpot": 15.0}, engine="v0")
     result = run_simulation(trace, config, "none")
     req = result.requests
-    good = ((req["ttft_ms"] <= 100) & (req["tpot_ms"].fillna(0) <= 20)).sum()
+    good = ((req["ttft_ms"] <= 30) & (req["tpot_ms"].fillna(0) <= 15)).sum()
     assert result.summary["request_goodput"] == pytest.approx(good / result.summary["duration_s"])
     assert 0 < result.summary["slo_attainment"] < 1
 

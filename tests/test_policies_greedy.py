@@ -15,7 +15,7 @@ from specdec_sim.policies.build_table import build_k_table, main as build_table_
 from specdec_sim.policies.goodput import batch_shape, best_uniform_k, goodput_of_ks, scan_uniform_k, step_tokens
 from specdec_sim.policies.greedy import GoodputGreedy, allocate_greedy
 from specdec_sim.acceptance.tree import expected_accepted_tree, sample_accepted_tree
-from specdec_sim.costmodel import CostModel, load_calibration
+from specdec_sim.costmodel import CostModel, load_calibration, uniform_shape
 from specdec_sim.acceptance.rates import expected_tokens
 
 COST = CostModel(load_calibration("turbospec-llama3-8b-eagle-h100"))
@@ -176,6 +176,36 @@ def test_build_table_cli(tmp_path, capsys):
     assert build_table_main(["--out", str(tmp_path / "missing" / "t.json"), "--max-batch", "2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 4 and all(line.startswith("build-k-table: error:") for line in err)
+
+
+def test_build_table_from_per_position_rates_follows_the_goodput_rule(tmp_path, capsys):
+    """--position-rates (vLLM PR #32374's acceptance_rate_per_pos: 0.681, 0.391, 0.204, 0.101, 0.051) counts
+    1 + the first k rates per request; each row's K beats its neighbours by that count over the step time."""
+    rates = (0.681, 0.391, 0.204, 0.101, 0.051)
+    out = tmp_path / "t.json"
+    assert build_table_main(["--position-rates", ",".join(map(str, rates)), "--context", "384", "--max-batch", "256",
+                             "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert rows[0][0] == 1 and rows[-1][1] == 256 and rows[0][2] >= rows[-1][2]
+    cost = CostModel(load_calibration("llama3.1-8b-eagle-h100"))
+    for start, end, k in rows:
+        for b in {start, end}:
+            def goodput(kk: int) -> float:
+                return b * (1 + sum(rates[:kk])) / cost.step_time_s(uniform_shape(b, b * 384, kk))
+            assert all(goodput(k) >= goodput(other) for other in range(6))
+    assert [r[2] for r in rows] == sorted((r[2] for r in rows), reverse=True)  # K never rises with the batch
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--position-rates", "0.5,0.6"], "cannot rise"),
+    (["--position-rates", "0.5,x"], "comma-separated numbers"),
+    (["--position-rates", "1.5"], "in [0, 1]"),
+    (["--position-rates", "0.6,0.3", "--candidates", "0,3"], "beyond the 2"),
+])
+def test_bad_position_rates_are_one_line(argv, fragment, capsys):
+    assert build_table_main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("build-k-table: error:") and fragment in err[0]
 
 
 # ---- spec parsing ---------------------------------------------------------------------------
